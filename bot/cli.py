@@ -1,0 +1,171 @@
+"""``hoovik-bot``: the command line of the product.
+
+Subcommands: ``serve`` (signaling server), ``join`` (the bot joins a room), ``demo`` (a whole local
+meeting), ``models …`` (bundles and inspection). Configuration comes from ``--config FILE``
+(TOML), ``HOOVIK_*`` environment variables, then flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot.config import BotConfig
+
+
+def _config(args: argparse.Namespace) -> BotConfig:
+    cfg = BotConfig.load(getattr(args, "config", None))
+    if getattr(args, "bundle", None):
+        cfg.models.bundle = args.bundle
+    if getattr(args, "audio_model", None):
+        cfg.models.audio_model = args.audio_model
+    if getattr(args, "precision", None):
+        cfg.models.audio_precision = args.precision
+    if getattr(args, "face_asset", None):
+        cfg.models.face_asset = args.face_asset
+    if getattr(args, "http_port", None) is not None:
+        cfg.server.http_port = args.http_port
+    if getattr(args, "http_host", None):
+        cfg.server.http_host = args.http_host
+    if getattr(args, "ice_server", None):
+        cfg.server.ice_servers = list(args.ice_server)
+    return cfg
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--bundle", help="model bundle directory (default: the untrained demo bundle)")
+    p.add_argument("--audio-model", help="Wav2Vec2 hub id or local directory ('untrained' for a stand-in)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="Wav2Vec2 precision")
+    p.add_argument("--face-asset", help="path to face_landmarker.task")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from signaling.server import SignalingServer
+
+    secret = (args.secret or os.environ.get("HOOVIK_SECRET") or "").encode() or secrets.token_bytes(32)
+    server = SignalingServer(secret)
+    await server.start(args.host, args.port)
+    print(f"signaling server on {server.url} (REST at {server.http_url})", flush=True)
+    await _wait_for_signal()
+    await server.stop()
+    return 0
+
+
+async def _join(args: argparse.Namespace) -> int:
+    from bot.service import BotService
+    from signaling.client import SignalingClient
+
+    cfg = _config(args)
+    service = BotService(cfg)
+    await service.start_http()
+    print(f"telemetry on http://{cfg.server.http_host}:{service.http_port}/stats", flush=True)
+    runtime = await service.load(allow_untrained_audio=args.allow_untrained)
+    print(f"models: {runtime.describe()}", flush=True)
+    session = await SignalingClient.connect(args.signaling, args.room, args.token, args.participant_id, args.name, "bot")
+    task = asyncio.create_task(service.run_session(session))
+    stop = asyncio.create_task(_wait_for_signal())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    await service.stop()
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from bot.demo import DemoOptions, run_demo
+
+    cfg = _config(args)
+    opts = DemoOptions(
+        participants=args.participants,
+        duration=args.duration,
+        media=args.media,
+        json_path=args.json,
+        speaking=args.speaking,
+        quiet=args.quiet,
+    )
+    await run_demo(opts, cfg)
+    return 0
+
+
+async def _wait_for_signal() -> None:
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, done.set)
+    await done.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hoovik-bot", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the signaling server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--secret", help="token signing secret (default: $HOOVIK_SECRET, else random)")
+
+    p = sub.add_parser("join", help="join a room as the bot")
+    p.add_argument("--signaling", required=True, help="signaling WebSocket URL, e.g. ws://host:8765/ws")
+    p.add_argument("--room", required=True)
+    p.add_argument("--token", required=True, help="a bot invite token minted by the host")
+    p.add_argument("--participant-id", default="hoovik-bot")
+    p.add_argument("--name", default="Hoovik Bot")
+    p.add_argument("--http-host")
+    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--ice-server", action="append", help="STUN/TURN URL (repeatable); default none")
+    p.add_argument("--allow-untrained", action="store_true", help="fall back to an untrained Wav2Vec2 offline")
+    _add_model_flags(p)
+
+    p = sub.add_parser("demo", help="a local demo meeting: signaling + bot + simulated participants")
+    p.add_argument("--participants", type=int, default=3)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--media", action="append", help="media file a participant streams (repeatable)")
+    p.add_argument("--speaking", type=int, help="how many participants send speech (default all)")
+    p.add_argument("--json", help="write the summary as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no live table")
+    p.add_argument("--http-port", type=int, default=0)
+    _add_model_flags(p)
+
+    from models.cli import add_models_parser
+
+    add_models_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "models":
+        from models.cli import run_models_command
+
+        return run_models_command(args)
+    handler = {"serve": _serve, "join": _join, "demo": _demo}[args.command]
+    try:
+        return asyncio.run(handler(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"hoovik-bot {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

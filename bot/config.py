@@ -1,0 +1,128 @@
+"""One typed configuration object for the bot, with the reference system's values as defaults.
+
+Values come, in increasing priority, from the dataclass defaults (spec 2.4), an optional TOML
+file, ``HOOVIK_*`` environment variables and command-line flags. Keeping every knob in one place
+means the engine, replay and the demo can never run with different constants by accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+Precision = Literal["fp32", "bf16", "int8"]
+
+
+@dataclass
+class EngineConfig:
+    """Timing, pool sizes and limits of the real-time engine (spec 2.4 constants)."""
+
+    result_interval_s: float = 0.30
+    modality_stale_s: float = 0.4
+    target_fps: float = 5.0
+    min_fps: float = 1.0
+    face_queue_limit: int = 3
+    throttle_decrease: float = 0.5
+    throttle_recover_step: float = 0.5
+    throttle_recover_after_s: float = 1.0
+    seq_len: int = 10
+    audio_threads: int = 2
+    face_threads: int = 2
+    inference_threads: int = 1
+    audio_max_batch: int = 8
+    inference_max_batch: int = 16
+    audio_buffer_s: float = 2.0
+    ema_alpha: float = 0.65
+    confidence_threshold: float = 0.45
+    ema_ttl_s: float = 2.0
+    ema_reset: Literal["inactivity", "periodic"] = "inactivity"
+    vad: bool = True
+    vad_threshold: float = 0.5
+    torch_threads: int = 1
+
+
+@dataclass
+class ModelConfig:
+    """Where the models come from."""
+
+    bundle: str = ""  # a bundle directory; empty = the embedded untrained demo bundle
+    audio_model: str = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
+    audio_precision: Precision = "fp32"
+    face_asset: str = ""  # empty = located by models.assets (config, cache, ../shared/models)
+    cache_dir: str = ""
+    offline: bool = False
+
+
+@dataclass
+class ServerConfig:
+    """The bot's own HTTP server (telemetry) and the signaling connection."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    ice_servers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BotConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    models: ModelConfig = field(default_factory=ModelConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None) -> BotConfig:
+        """Defaults, then the TOML file, then ``HOOVIK_<SECTION>_<KEY>`` environment variables."""
+        cfg = cls()
+        if path:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+            for section, values in data.items():
+                if not isinstance(values, dict):
+                    raise ValueError(f"{path}: [{section}] must be a table")
+                cfg.update(section, values, origin=str(path))
+        environ = os.environ if env is None else env
+        for section in ("engine", "models", "server"):
+            prefix = f"HOOVIK_{section.upper()}_"
+            values = {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix)}
+            if values:
+                cfg.update(section, values, origin="environment")
+        return cfg
+
+    def update(self, section: str, values: dict[str, Any], origin: str = "flags") -> None:
+        """Set keys of one section, converting strings to the field's type; unknown keys are errors."""
+        target = getattr(self, section, None)
+        if target is None or not dataclasses.is_dataclass(target):
+            raise ValueError(f"{origin}: unknown config section {section!r}")
+        known = {f.name: f for f in fields(target)}
+        for key, raw in values.items():
+            if key not in known:
+                raise ValueError(f"{origin}: unknown key {section}.{key}")
+            current = getattr(target, key)
+            setattr(target, key, _coerce(raw, current, f"{section}.{key}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(raw: Any, current: Any, name: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, list):
+            return [s for s in raw.split(",") if s]
+    except ValueError as exc:
+        raise ValueError(f"{name}: cannot read {raw!r} as {type(current).__name__}") from exc
+    return raw

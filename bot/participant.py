@@ -1,0 +1,247 @@
+"""The bot as a meeting participant: answer-only WebRTC, one peer connection per remote person.
+
+The bot never offers and never sends media (aiortc cannot roll back an offer, spec 1.6). Each
+remote participant offers to it with their tracks and a data channel they opened; the bot answers,
+reads every track continuously, and feeds the engine. Candidates that arrive before the remote
+description are queued (bounded) and applied once it is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from bot.engine import Engine
+from bot.router import ResultRouter
+from bot.tracks import read_audio, read_video
+from signaling.base import (
+    Disconnected,
+    MediaState,
+    PeerJoined,
+    PeerLeft,
+    RemoteAnswer,
+    RemoteCandidate,
+    RemoteOffer,
+    ResultRelay,
+    SignalingError,
+    SignalingSession,
+)
+from signaling.client import candidate_from_json
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_CANDIDATES = 64
+MAX_SDP_BYTES = 200_000
+
+
+@dataclass
+class RemotePeer:
+    pid: str
+    pc: RTCPeerConnection
+    pending_candidates: list[dict[str, Any]] = field(default_factory=list)
+    readers: set[asyncio.Task[None]] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class BotParticipant:
+    """Drives one signaling session: negotiates with every peer and wires media to the engine."""
+
+    def __init__(self, session: SignalingSession, engine: Engine, ice_servers: list[str] | None = None) -> None:
+        self.session = session
+        self.engine = engine
+        self.ice_servers = [RTCIceServer(urls=u) for u in (ice_servers or [])]
+        self.peers: dict[str, RemotePeer] = {}
+        self.router = ResultRouter(fallback=self._fallback_send)
+        self.errors: dict[str, int] = {}
+        self._closed = asyncio.Event()
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handle signaling events until the session ends."""
+        for info in self.session.peers.values():
+            self._on_joined(PeerJoined(info.peer_id, info.name, info.role, info.mic, info.camera))
+        try:
+            async for event in self.session.events():
+                try:
+                    await self._handle(event)
+                except Exception:
+                    self._error("event_failed")
+                    log.exception("handling %s failed", type(event).__name__)
+                if isinstance(event, Disconnected):
+                    break
+        finally:
+            await self.close()
+
+    async def _handle(self, event: Any) -> None:
+        if isinstance(event, PeerJoined):
+            self._on_joined(event)
+        elif isinstance(event, PeerLeft):
+            await self._drop_peer(event.peer_id, forget=True)
+        elif isinstance(event, MediaState):
+            self.engine.set_media(event.peer_id, mic=event.mic, camera=event.camera)
+        elif isinstance(event, RemoteOffer):
+            await self._on_offer(event)
+        elif isinstance(event, RemoteCandidate):
+            await self._on_candidate(event)
+        elif isinstance(event, RemoteAnswer):
+            self._error("unexpected_answer")  # the bot never offers
+        elif isinstance(event, ResultRelay):
+            pass  # results relayed by other bots are not ours to handle
+        elif isinstance(event, SignalingError):
+            log.warning("signaling error %s: %s", event.code, event.message)
+            self._error(f"signaling_{event.code}")
+        elif isinstance(event, Disconnected):
+            log.info("signaling disconnected: %s", event.reason)
+
+    def _on_joined(self, ev: PeerJoined) -> None:
+        if ev.role == "bot":
+            return
+        self.router.set_role(ev.peer_id, ev.role)
+        self.engine.add_participant(ev.peer_id, ev.name, ev.role, mic=ev.mic, camera=ev.camera)
+
+    # -- negotiation -----------------------------------------------------------------------------
+
+    def _new_peer(self, pid: str) -> RemotePeer:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
+        peer = RemotePeer(pid, pc)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._start_reader(peer, track)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            self.router.attach(pid, channel)
+
+            @channel.on("message")
+            def on_message(message: Any) -> None:
+                self._on_channel_message(pid, message)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState == "failed" and self.peers.get(pid) is peer:
+                log.info("connection to %s failed; closing it", pid)
+                await self._drop_peer(pid, forget=False)
+
+        self.peers[pid] = peer
+        return peer
+
+    async def _on_offer(self, ev: RemoteOffer) -> None:
+        pid = ev.peer_id
+        if pid not in self.engine.participants:
+            info = self.session.peers.get(pid)
+            if info is not None and info.role == "bot":
+                self._error("offer_from_bot")
+                return
+            self.engine.add_participant(pid, info.name if info else "", info.role if info else "participant")
+            if info is not None:
+                self.router.set_role(pid, info.role)
+        if len(ev.sdp.encode()) > MAX_SDP_BYTES:
+            self._error("sdp_too_large")
+            return
+        peer = self.peers.get(pid) or self._new_peer(pid)
+        async with peer.lock:
+            try:
+                await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=ev.sdp, type="offer"))
+                for cand in peer.pending_candidates:
+                    await self._add_candidate(peer, cand)
+                peer.pending_candidates.clear()
+                answer = await peer.pc.createAnswer()
+                await peer.pc.setLocalDescription(answer)
+            except Exception as exc:
+                log.warning("offer from %s rejected: %s", pid, exc)
+                self._error("bad_offer")
+                if peer.pc.remoteDescription is None or peer.pc.signalingState == "closed":
+                    await self._drop_peer(pid, forget=False)
+                return
+        await self.session.send_answer(pid, peer.pc.localDescription.sdp)
+
+    async def _on_candidate(self, ev: RemoteCandidate) -> None:
+        peer = self.peers.get(ev.peer_id)
+        if ev.candidate is None:
+            return
+        if peer is None or peer.pc.remoteDescription is None:
+            if peer is None:
+                peer = self._new_peer(ev.peer_id)
+            if len(peer.pending_candidates) >= MAX_QUEUED_CANDIDATES:
+                self._error("candidates_dropped")
+                return
+            peer.pending_candidates.append(ev.candidate)
+            return
+        await self._add_candidate(peer, ev.candidate)
+
+    async def _add_candidate(self, peer: RemotePeer, cand: dict[str, Any]) -> None:
+        try:
+            await peer.pc.addIceCandidate(candidate_from_json(cand))
+        except Exception as exc:
+            log.info("bad candidate from %s: %s", peer.pid, exc)
+            self._error("bad_candidate")
+
+    # -- media -----------------------------------------------------------------------------------
+
+    def _start_reader(self, peer: RemotePeer, track: MediaStreamTrack) -> None:
+        pid = peer.pid
+
+        def on_error(msg: str) -> None:
+            self._error("media_error")
+            log.info("%s: %s", pid, msg)
+
+        if track.kind == "video":
+            coro = read_video(track, lambda f, t: self.engine.on_video_frame(pid, f, t), on_error)
+        elif track.kind == "audio":
+            coro = read_audio(track, lambda s, t: self.engine.on_audio(pid, s, t), on_error)
+        else:
+            return
+        task = asyncio.create_task(coro, name=f"read-{track.kind}-{pid}")
+        peer.readers.add(task)
+        task.add_done_callback(peer.readers.discard)
+
+    def _on_channel_message(self, pid: str, message: Any) -> None:
+        """Participants may opt out of (or back into) analysis over their data channel."""
+        if not isinstance(message, str) or len(message) > 4096:
+            return
+        try:
+            data = json.loads(message)
+        except ValueError:
+            return
+        if isinstance(data, dict) and data.get("type") == "analysis" and isinstance(data.get("enabled"), bool):
+            self.engine.set_analysis(pid, data["enabled"])
+
+    async def _fallback_send(self, pid: str, payload: dict[str, Any]) -> None:
+        await self.session.send_result(pid, payload)
+
+    # -- teardown --------------------------------------------------------------------------------
+
+    async def _drop_peer(self, pid: str, *, forget: bool) -> None:
+        peer = self.peers.pop(pid, None)
+        if forget:
+            self.engine.remove_participant(pid)
+            self.router.forget(pid)
+        else:
+            self.router.channels.pop(pid, None)
+        if peer is None:
+            return
+        for task in list(peer.readers):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await peer.pc.close()
+
+    async def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for pid in list(self.peers):
+            await self._drop_peer(pid, forget=True)
+        with contextlib.suppress(Exception):
+            await self.session.close()
+
+    def _error(self, key: str) -> None:
+        self.errors[key] = self.errors.get(key, 0) + 1

@@ -1,0 +1,129 @@
+"""The three compute stages the executor pools run: face features, audio features, inference.
+
+Each stage is a ``process(state, requests) -> results`` function plus the ``init`` that builds
+its per-thread state. They run on pool threads, never on the asyncio loop: frame conversion to
+RGB happens here too, so the loop only moves frame references.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaceJob:
+    participant_id: str
+    frame: Any  # av.VideoFrame or an RGB ndarray
+    media_time: float
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class FaceOutput:
+    vector: np.ndarray | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class AudioJob:
+    participant_id: str
+    samples: np.ndarray  # float32 16 kHz mono, the window to embed
+    media_time: float
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class AudioOutput:
+    vector: np.ndarray | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class InferenceJob:
+    participant_id: str
+    xf: np.ndarray
+    xa: np.ndarray
+    fm: np.ndarray
+    am: np.ndarray
+
+
+def frame_to_rgb(frame: Any) -> np.ndarray:
+    """Convert a decoded frame to RGB uint8; done on the face thread, only for sampled frames."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    return np.asarray(frame.to_ndarray(format="rgb24"))
+
+
+def face_stage(make_extractor: Callable[[], Any]) -> tuple[Callable[[], Any], Callable[[Any], None], Any]:
+    """(init, teardown, process) for the face pool: one landmarker per thread."""
+
+    def init() -> Any:
+        return make_extractor()
+
+    def teardown(extractor: Any) -> None:
+        close = getattr(extractor, "close", None)
+        if close is not None:
+            close()
+
+    def process(extractor: Any, jobs: Sequence[FaceJob]) -> list[FaceOutput]:
+        out: list[FaceOutput] = []
+        for job in jobs:
+            try:
+                rgb = frame_to_rgb(job.frame)
+            except Exception as exc:  # an undecodable or malformed frame harms only itself
+                log.warning("face: frame of %s could not be converted: %s", job.participant_id, exc)
+                out.append(FaceOutput(None, "bad_frame"))
+                continue
+            result = extractor.extract(rgb)
+            out.append(FaceOutput(result.vector, result.reason))
+        return out
+
+    return init, teardown, process
+
+
+def audio_stage(embedder: Any) -> Callable[[Any, Sequence[AudioJob]], list[AudioOutput]]:
+    """Process function for the audio pool: one batched Wav2Vec2 forward for all pending windows.
+
+    The torch model is shared by the audio threads: an eval-mode forward under inference_mode
+    mutates nothing, and a second copy of a 12-layer large model would cost ~800 MB.
+    """
+
+    def process(_state: Any, jobs: Sequence[AudioJob]) -> list[AudioOutput]:
+        if not jobs:
+            return []
+        vectors = embedder.embed([job.samples for job in jobs])
+        return [AudioOutput(np.asarray(v, dtype=np.float32), None) for v in vectors]
+
+    return process
+
+
+def inference_stage(predictor: Any) -> Callable[[Any, Sequence[InferenceJob]], list[Any]]:
+    """Process function for the single inference thread: one batched predictor call per step.
+
+    Only this thread ever touches the predictor, so its model state needs no locks.
+    """
+    owner: list[int] = []
+
+    def process(_state: Any, jobs: Sequence[InferenceJob]) -> list[Any]:
+        ident = threading.get_ident()
+        if not owner:
+            owner.append(ident)
+        elif owner[0] != ident:
+            raise RuntimeError("the predictor must be driven by one inference thread")
+        if not jobs:
+            return []
+        xf = np.stack([j.xf for j in jobs])
+        xa = np.stack([j.xa for j in jobs])
+        fm = np.stack([j.fm for j in jobs])
+        am = np.stack([j.am for j in jobs])
+        return list(predictor.predict_batch(xf, xa, fm, am))
+
+    return process

@@ -1,0 +1,81 @@
+"""Self-throttling of the frame samplers (AIMD), instead of asking clients to slow down.
+
+The original told the host browser to send fewer frames (``backpressure``). A bot participant
+receives whatever the meeting sends, so it lowers how often it *samples* frames instead:
+multiplicative decrease when the face queue is deeper than the limit, additive recovery once it
+has drained for a while, never below a floor so no participant starves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ThrottleEvent:
+    wall_time: float
+    kind: str  # "decrease" | "recover"
+    fps: float
+    queue_depth: int
+
+
+class SamplingThrottle:
+    """One shared sampling rate for all participants' face samplers."""
+
+    def __init__(
+        self,
+        target_fps: float,
+        min_fps: float,
+        queue_limit: int,
+        decrease: float = 0.5,
+        recover_step: float = 0.5,
+        recover_after_s: float = 1.0,
+        max_events: int = 256,
+    ) -> None:
+        if not 0 < min_fps <= target_fps:
+            raise ValueError("need 0 < min_fps <= target_fps")
+        self.target_fps = target_fps
+        self.min_fps = min_fps
+        self.queue_limit = queue_limit
+        self.decrease = decrease
+        self.recover_step = recover_step
+        self.recover_after_s = recover_after_s
+        self.fps = target_fps
+        self._last_change = 0.0
+        self._calm_since: float | None = None
+        self.events: list[ThrottleEvent] = []
+        self._max_events = max_events
+        self.decreases = 0
+        self.recoveries = 0
+
+    def observe(self, queue_depth: int, now: float) -> float:
+        """Feed the current face-queue depth; returns the sampling rate to use."""
+        if queue_depth > self.queue_limit:
+            self._calm_since = None
+            # One decrease per recovery interval, so a single burst does not floor the rate.
+            if self.fps > self.min_fps and now - self._last_change >= self.recover_after_s / 2:
+                self.fps = max(self.min_fps, self.fps * self.decrease)
+                self._last_change = now
+                self.decreases += 1
+                self._record(ThrottleEvent(now, "decrease", self.fps, queue_depth))
+            return self.fps
+        if queue_depth <= self.queue_limit // 2:
+            if self._calm_since is None:
+                self._calm_since = now
+            if self.fps < self.target_fps and now - max(self._calm_since, self._last_change) >= (
+                self.recover_after_s
+            ):
+                self.fps = min(self.target_fps, self.fps + self.recover_step)
+                self._last_change = now
+                self.recoveries += 1
+                self._record(ThrottleEvent(now, "recover", self.fps, queue_depth))
+        return self.fps
+
+    @property
+    def throttled(self) -> bool:
+        return self.fps < self.target_fps
+
+    def _record(self, event: ThrottleEvent) -> None:
+        self.events.append(event)
+        if len(self.events) > self._max_events:
+            del self.events[: len(self.events) - self._max_events]

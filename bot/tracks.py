@@ -1,0 +1,89 @@
+"""Track readers: drain every received track continuously and hand the engine only what it needs.
+
+aiortc's receive queues are unbounded, so a track nobody reads grows memory and latency without
+limit. Each reader therefore loops on ``recv()`` for as long as the track lives, whatever the
+engine is doing: video frames go into the engine's newest-frame slot (a reference, no
+conversion), audio is resampled by PyAV to 16 kHz mono float32 and appended to a ring buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from models.constants import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+
+def frame_media_time(frame: Any) -> float:
+    """Media time in seconds from the frame's pts (0.0 when the frame carries none)."""
+    if frame.pts is None or frame.time_base is None:
+        return 0.0
+    return float(frame.pts * frame.time_base)
+
+
+class AudioConverter:
+    """Resample any decoded audio frame to 16 kHz mono float32 with PyAV (one per track)."""
+
+    def __init__(self, rate: int = SAMPLE_RATE) -> None:
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+
+    def convert(self, frame: av.AudioFrame) -> np.ndarray:
+        chunks = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+async def read_video(
+    track: MediaStreamTrack, on_frame: Callable[[Any, float], None], on_error: Callable[[str], None]
+) -> None:
+    """Receive every video frame; pass each by reference to ``on_frame(frame, media_time)``."""
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a decode error must not end the reader
+            on_error(f"video recv failed: {exc}")
+            continue
+        try:
+            on_frame(frame, frame_media_time(frame))
+        except Exception:
+            log.exception("video frame handler failed")
+
+
+async def read_audio(
+    track: MediaStreamTrack,
+    on_samples: Callable[[np.ndarray, float], None],
+    on_error: Callable[[str], None],
+) -> None:
+    """Receive every audio frame, resample to 16 kHz mono float32, pass samples on."""
+    converter = AudioConverter()
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            on_error(f"audio recv failed: {exc}")
+            continue
+        try:
+            samples = converter.convert(frame)
+            end = frame_media_time(frame) + frame.samples / float(frame.sample_rate or SAMPLE_RATE)
+        except Exception as exc:  # an undecodable frame harms only itself
+            on_error(f"audio frame could not be resampled: {exc}")
+            continue
+        if samples.size:
+            on_samples(samples, end)

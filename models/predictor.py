@@ -1,0 +1,151 @@
+"""The one predictor API shared by the live engine, replay and training evaluation.
+
+``Predictor.predict_batch`` takes normalised sequences for B participants (or samples) with their
+masks and runs each model once for the whole batch: the EmotionTransformer, the tabular model
+(8,149-d features → median fill → PCA → XGBoost) and the anomaly detectors (9,452-d features →
+scaler → PCA → IsolationForest, rows grouped by detector). Rows that fail validation get an error
+prediction and do not affect the others, as the original returned an error dict per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.anomaly import AnomalyResult, build_anomaly_features
+from models.bundle import Bundle
+from models.constants import CLASS_NAMES, NUM_CLASSES
+from models.ensemble import ensemble_weights, fuse, validate_inputs
+from models.tabular import build_tabular_features
+from models.transformer import TransformerRunner
+
+
+@dataclass(frozen=True)
+class Prediction:
+    status: str  # "ok" | "error"
+    error: str | None
+    profile: str | None
+    probs: np.ndarray | None  # (6,) float32, unrounded ensemble probabilities
+    label: str | None
+    label_index: int | None
+    confidence: float | None
+    fusion_logits: np.ndarray | None
+    p_modal: np.ndarray | None
+    p_tabular: np.ndarray | None
+    anomaly: AnomalyResult | None
+    weights: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly view (used by ``hoovik-bot models predict``)."""
+
+        def arr(a: np.ndarray | None) -> list[float] | None:
+            return None if a is None else [float(x) for x in a]
+
+        return {
+            "status": self.status,
+            "error": self.error,
+            "profile": self.profile,
+            "label": self.label,
+            "confidence": self.confidence,
+            "probs": arr(self.probs),
+            "probs_4dp": None if self.probs is None else {n: round(float(p), 4) for n, p in zip(CLASS_NAMES, self.probs, strict=True)},
+            "fusion_logits": arr(self.fusion_logits),
+            "p_modal": arr(self.p_modal),
+            "p_xgb": arr(self.p_tabular),
+            "ensemble_weights": None if self.weights is None else list(self.weights),
+            "anomaly": None
+            if self.anomaly is None
+            else {
+                "score": self.anomaly.score,
+                "is_anomaly": self.anomaly.is_anomaly,
+                "detector": self.anomaly.detector,
+                "threshold": self.anomaly.threshold,
+            },
+        }
+
+
+def profile_of(face_present: bool, audio_present: bool) -> str:
+    if face_present and audio_present:
+        return "both"
+    return "audio_only" if audio_present else "video_only"
+
+
+def _error(message: str) -> Prediction:
+    return Prediction("error", message, None, None, None, None, None, None, None, None, None)
+
+
+class Predictor:
+    """Batched inference over a loaded bundle. Not thread-safe: one inference thread owns it."""
+
+    def __init__(self, bundle: Bundle, *, torch_threads: int | None = None) -> None:
+        self.bundle = bundle
+        self.runner = TransformerRunner.from_state_dict(
+            bundle.transformer_state, bundle.transformer_config, num_threads=torch_threads
+        )
+        self.tabular = bundle.tabular
+        self.anomaly = bundle.anomaly
+        self.ensemble = bundle.ensemble
+
+    def predict(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> Prediction:
+        """One sample, shapes (10,326), (10,1024), (10,), (10,)."""
+        error = validate_inputs(xf, xa, fm, am)
+        if error is not None:
+            return _error(error)
+        return self.predict_batch(xf[None], xa[None], fm[None], am[None])[0]
+
+    def predict_batch(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> list[Prediction]:
+        """B samples at once: (B,10,326), (B,10,1024), (B,10), (B,10); normalised inputs."""
+        n = len(xf)
+        results: list[Prediction | None] = [None] * n
+        valid: list[int] = []
+        for i in range(n):
+            err = validate_inputs(xf[i], xa[i], fm[i], am[i])
+            if err is not None:
+                results[i] = _error(err)
+            else:
+                valid.append(i)
+        if valid:
+            idx = np.asarray(valid)
+            bf = np.asarray(xf, dtype=np.float32)[idx]
+            ba = np.asarray(xa, dtype=np.float32)[idx]
+            bfm = np.asarray(fm, dtype=np.float32)[idx]
+            bam = np.asarray(am, dtype=np.float32)[idx]
+            face_present = bfm.sum(axis=1) > 0
+            audio_present = bam.sum(axis=1) > 0
+            profiles = [profile_of(bool(f), bool(a)) for f, a in zip(face_present, audio_present, strict=True)]
+            anomaly = self.anomaly.score_batch(build_anomaly_features(bf, ba, bfm, bam), profiles)
+            logits = self.runner.predict_logits(bf, ba, bfm, bam)
+            p_tab = np.asarray(self.tabular.predict_proba(build_tabular_features(bf, ba, bfm, bam)), dtype=np.float32)
+            p_modal, probs = fuse(
+                logits,
+                p_tab,
+                face_present,
+                audio_present,
+                self.ensemble.temperature,
+                self.ensemble.w_modal,
+                self.ensemble.w_xgb,
+            )
+            for j, i in enumerate(valid):
+                k = int(np.argmax(probs[j]))
+                fp, ap = bool(face_present[j]), bool(audio_present[j])
+                w = ensemble_weights(fp, ap, self.ensemble.w_modal, self.ensemble.w_xgb)
+                results[i] = Prediction(
+                    status="ok",
+                    error=None,
+                    profile=profiles[j],
+                    probs=probs[j],
+                    label=CLASS_NAMES[k],
+                    label_index=k,
+                    confidence=float(probs[j][k]),
+                    fusion_logits=logits[j],
+                    p_modal=p_modal[j],
+                    p_tabular=p_tab[j],
+                    anomaly=anomaly[j],
+                    weights=(float(w[0]), float(w[1])),
+                )
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+
+__all__ = ["NUM_CLASSES", "Prediction", "Predictor", "profile_of"]
