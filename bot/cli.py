@@ -53,7 +53,7 @@ async def _serve(args: argparse.Namespace) -> int:
     secret = (args.secret or os.environ.get("HOOVIK_SECRET") or "").encode() or secrets.token_bytes(32)
     server = SignalingServer(secret)
     await server.start(args.host, args.port)
-    print(f"signaling server on {server.url} (REST at {server.http_url})", flush=True)
+    print(f"signaling server on {server.ws_url} (REST at {server.url})", flush=True)
     await _wait_for_signal()
     await server.stop()
     return 0

@@ -84,24 +84,24 @@ async def run_demo(opts: DemoOptions, cfg: BotConfig | None = None, out: TextIO 
     bot_task: asyncio.Task[None] | None = None
     try:
         await service.start_http()
-        print(f"signaling on {server.url}; bot telemetry on http://127.0.0.1:{service.http_port}/stats", file=out)
+        print(f"signaling on {server.ws_url}; bot telemetry on http://127.0.0.1:{service.http_port}/stats", file=out)
         print("loading models…", file=out)
         runtime = await service.load(allow_untrained_audio=True)
         desc = runtime.describe()
         print(f"bundle {desc['bundleId']} trained={desc['trained']} (audio model: {desc['audioModel']})", file=out)
         if not desc["trained"]:
             print("NOTE: this model is UNTRAINED — its emotions are not meaningful; every result says trained=false.", file=out)
-        room, host_token = await create_room(server.http_url, "demo")
-        bot_token = await mint_invite(server.http_url, room, host_token, "bot")
-        bot_session = await SignalingClient.connect(server.url, room, bot_token, "hoovik-bot", "Hoovik Bot", "bot")
+        room, host_token = await create_room(server.url, "demo")
+        bot_token = await mint_invite(server.url, room, host_token, "bot")
+        bot_session = await SignalingClient.connect(server.ws_url, room, bot_token, "hoovik-bot", "Hoovik Bot", "bot")
         bot_task = asyncio.create_task(service.run_session(bot_session))
         speaking = opts.participants if opts.speaking is None else opts.speaking
         for i in range(opts.participants):
             role = "host" if i == 0 else "participant"
-            token = host_token if role == "host" else await mint_invite(server.http_url, room, host_token, "participant")
+            token = host_token if role == "host" else await mint_invite(server.url, room, host_token, "participant")
             clip = clips[i % len(clips)]
             sim = SimulatedParticipant(
-                server.url, room, token, f"p{i + 1}", f"participant-{i + 1}", clip, role=role, speaking=i < speaking
+                server.ws_url, room, token, f"p{i + 1}", f"participant-{i + 1}", clip, role=role, speaking=i < speaking
             )
             await sim.start()
             sims.append(sim)
