@@ -75,6 +75,8 @@ def _load_clips(opts: DemoOptions, out: TextIO) -> list[ClipMedia]:
 
 async def run_demo(opts: DemoOptions, cfg: BotConfig | None = None, out: TextIO = sys.stdout) -> dict[str, Any]:
     cfg = cfg or BotConfig()
+    # No external services: the audio model comes from the local cache or an untrained stand-in.
+    cfg.models.offline = True
     use_loopback_ice()
     clips = _load_clips(opts, out)
     server = SignalingServer(secrets.token_bytes(32))

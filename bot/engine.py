@@ -200,7 +200,7 @@ class Engine:
             audio_ring=AudioRing(int(cfg.audio_buffer_s * SAMPLE_RATE)),
             smoother=EmaSmoother(
                 alpha=cfg.ema_alpha,
-                threshold=cfg.confidence_threshold,
+                confidence_threshold=cfg.confidence_threshold,
                 ttl=cfg.ema_ttl_s,
                 reset=cfg.ema_reset,
             ),
@@ -430,7 +430,8 @@ class Engine:
         newest_captured = max(captured) if captured else wall
         profile = "both" if face_active and audio_active else ("video_only" if face_active else "audio_only")
         ok = pred.status == "ok" and pred.probs is not None
-        smoothed = st.smoother.update(list(pred.probs) if ok else None, now)
+        # The original smooths the 4-dp probabilities it emits; so do we (golden EMA parity).
+        smoothed = st.smoother.update([round(float(p), 4) for p in pred.probs] if ok else None, now)
         st.seq += 1
         latency_ms = max(0.0, (wall - newest_captured) * 1000.0)
         result = EmotionResult(
