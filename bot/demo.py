@@ -113,6 +113,7 @@ async def run_demo(opts: DemoOptions, cfg: BotConfig | None = None, out: TextIO 
             if not opts.quiet:
                 print(_table(sims, started), file=out, flush=True)
         summary = _summary(sims, started, desc)
+        summary["bot"] = service.telemetry.stats()
     finally:
         for sim in sims:
             await sim.stop()

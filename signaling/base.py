@@ -1,0 +1,177 @@
+"""The signaling interface the bot talks to, independent of any wire protocol.
+
+The bot must not care whether it reached a room through our native WebSocket protocol
+(:mod:`signaling.client`) or through Hoovik's Socket.IO protocol (a later adapter). Both produce the
+same event dataclasses and implement :class:`SignalingSession`, so ``bot/`` depends only on this
+module. Nothing here imports aiohttp, aiortc or any model code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+Role: TypeAlias = Literal["host", "participant", "bot"]
+"""Who a member is. Hosts create rooms and see every result; bots never send media."""
+
+ROLES: tuple[Role, ...] = ("host", "participant", "bot")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What the session currently knows about one other member of the room."""
+
+    peer_id: str
+    name: str
+    role: Role
+    mic: bool = False
+    camera: bool = False
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    """A member entered the room (also emitted once per member already present at join time)."""
+
+    peer_id: str
+    name: str
+    role: Role
+    mic: bool
+    camera: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    """A member left, disconnected, or was replaced by a newer connection with the same id."""
+
+    peer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaState:
+    """A member announced whether its microphone and camera are on."""
+
+    peer_id: str
+    mic: bool
+    camera: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOffer:
+    """An SDP offer addressed to us."""
+
+    peer_id: str
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAnswer:
+    """An SDP answer addressed to us."""
+
+    peer_id: str
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCandidate:
+    """A trickled ICE candidate in the browser's ``RTCIceCandidate.toJSON()`` shape.
+
+    ``None`` means end-of-candidates.
+    """
+
+    peer_id: str
+    candidate: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRelay:
+    """A bot's result routed through the signaling server (the fallback for peers without a data
+    channel). ``about`` is the participant the result describes."""
+
+    from_id: str
+    about: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalingError:
+    """The server refused something we sent; the session stays open."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The session ended. Always the last event; ``reason`` is a short code such as ``replaced``."""
+
+    reason: str
+
+
+Event: TypeAlias = (
+    PeerJoined
+    | PeerLeft
+    | MediaState
+    | RemoteOffer
+    | RemoteAnswer
+    | RemoteCandidate
+    | ResultRelay
+    | SignalingError
+    | Disconnected
+)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class JoinRejected(Exception):
+    """The server refused the join (bad token, wrong role, unknown room, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class SessionClosed(ConnectionError):
+    """A send was attempted on a session that has already ended."""
+
+
+# --- the interface ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class SignalingSession(Protocol):
+    """One joined membership of one room.
+
+    ``events()`` is meant for a single consumer; it ends after yielding :class:`Disconnected`.
+    It is declared as a plain method returning an async iterator so that implementations may be
+    ``async def`` generators.
+    """
+
+    @property
+    def self_id(self) -> str:
+        """Our participant id in the room, as the server confirmed it."""
+        ...
+
+    @property
+    def peers(self) -> Mapping[str, PeerInfo]:
+        """Other members currently in the room, keyed by id (never includes ourselves)."""
+        ...
+
+    def events(self) -> AsyncIterator[Event]: ...
+
+    async def send_offer(self, peer_id: str, sdp: str) -> None: ...
+
+    async def send_answer(self, peer_id: str, sdp: str) -> None: ...
+
+    async def send_candidate(self, peer_id: str, candidate: dict[str, Any] | None) -> None: ...
+
+    async def send_result(self, peer_id: str, payload: dict[str, Any]) -> None: ...
+
+    async def announce_media(self, mic: bool, camera: bool) -> None: ...
+
+    async def close(self) -> None: ...
