@@ -69,7 +69,9 @@ async def _join(args: argparse.Namespace) -> int:
     print(f"telemetry on http://{cfg.server.http_host}:{service.http_port}/stats", flush=True)
     runtime = await service.load(allow_untrained_audio=args.allow_untrained)
     print(f"models: {runtime.describe()}", flush=True)
-    session = await SignalingClient.connect(args.signaling, args.room, args.token, args.participant_id, args.name, "bot")
+    session = await SignalingClient.connect(
+        args.signaling, args.room, args.token, args.participant_id, args.name, "bot"
+    )
     task = asyncio.create_task(service.run_session(session))
     stop = asyncio.create_task(_wait_for_signal())
     await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -27,12 +27,17 @@ from bot.ice import use_loopback_ice
 from bot.media import ClipMedia, generated_clip, load_clip
 from bot.service import BotService
 from bot.simulated import SimulatedParticipant
+from signaling.base import Role
 from signaling.client import SignalingClient, create_room, mint_invite
 from signaling.server import SignalingServer
 
 log = logging.getLogger(__name__)
 
-CLIP_NAMES = ("crema-d/1001_DFA_ANG_XX.flv", "crema-d/1001_DFA_HAP_XX.flv", "ravdess/01-01-01-01-01-01-01.mp4")
+CLIP_NAMES = (
+    "crema-d/1001_DFA_ANG_XX.flv",
+    "crema-d/1001_DFA_HAP_XX.flv",
+    "ravdess/01-01-01-01-01-01-01.mp4",
+)
 
 
 def default_media() -> list[Path]:
@@ -86,24 +91,40 @@ async def run_demo(opts: DemoOptions, cfg: BotConfig | None = None, out: TextIO 
     bot_task: asyncio.Task[None] | None = None
     try:
         await service.start_http()
-        print(f"signaling on {server.ws_url}; bot telemetry on http://127.0.0.1:{service.http_port}/stats", file=out)
+        print(
+            f"signaling on {server.ws_url}; bot telemetry on http://127.0.0.1:{service.http_port}/stats",
+            file=out,
+        )
         print("loading models…", file=out)
         runtime = await service.load(allow_untrained_audio=True)
         desc = runtime.describe()
-        print(f"bundle {desc['bundleId']} trained={desc['trained']} (audio model: {desc['audioModel']})", file=out)
+        print(
+            f"bundle {desc['bundleId']} trained={desc['trained']} (audio model: {desc['audioModel']})",
+            file=out,
+        )
         if not desc["trained"]:
-            print("NOTE: this model is UNTRAINED — its emotions are not meaningful; every result says trained=false.", file=out)
+            print(
+                "NOTE: this model is UNTRAINED — its emotions are not meaningful; every result says trained=false.",
+                file=out,
+            )
         room, host_token = await create_room(server.url, "demo")
         bot_token = await mint_invite(server.url, room, host_token, "bot")
         bot_session = await SignalingClient.connect(server.ws_url, room, bot_token, "hoovik-bot", "Hoovik Bot", "bot")
         bot_task = asyncio.create_task(service.run_session(bot_session))
         speaking = opts.participants if opts.speaking is None else opts.speaking
         for i in range(opts.participants):
-            role = "host" if i == 0 else "participant"
+            role: Role = "host" if i == 0 else "participant"
             token = host_token if role == "host" else await mint_invite(server.url, room, host_token, "participant")
             clip = clips[i % len(clips)]
             sim = SimulatedParticipant(
-                server.ws_url, room, token, f"p{i + 1}", f"participant-{i + 1}", clip, role=role, speaking=i < speaking
+                server.ws_url,
+                room,
+                token,
+                f"p{i + 1}",
+                f"participant-{i + 1}",
+                clip,
+                role=role,
+                speaking=i < speaking,
             )
             await sim.start()
             sims.append(sim)
@@ -136,7 +157,9 @@ def _own(sim: SimulatedParticipant) -> list[Any]:
 
 def _table(sims: list[SimulatedParticipant], started: float) -> str:
     elapsed = time.time() - started
-    lines = [f"t={elapsed:5.1f}s  {'participant':<16}{'results':>8}{'rate/s':>8}  {'profile':<11}{'emotion':<14}{'conf':>6}"]
+    lines = [
+        f"t={elapsed:5.1f}s  {'participant':<16}{'results':>8}{'rate/s':>8}  {'profile':<11}{'emotion':<14}{'conf':>6}"
+    ]
     for sim in sims:
         own = _own(sim)
         last = own[-1].message if own else None
@@ -162,7 +185,7 @@ def _summary(sims: list[SimulatedParticipant], started: float, desc: dict[str, A
                 "role": sim.role,
                 "results": len(own),
                 "resultsPerSecond": round((len(own) - 1) / span, 3) if span > 0 else 0.0,
-                "profilesSeen": sorted({(r.message.get("result") or {}).get("modality") for r in own} - {None}),
+                "profilesSeen": sorted({str(m) for r in own if (m := (r.message.get("result") or {}).get("modality"))}),
                 "latencyMs": {
                     "p50": round(float(np.percentile(lat, 50)), 1),
                     "p95": round(float(np.percentile(lat, 95)), 1),

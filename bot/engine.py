@@ -25,6 +25,7 @@ import numpy as np
 
 from bot.config import EngineConfig
 from bot.pools import BatchWorkerPool, PoolClosed, PoolFull
+from bot.profiles import audio_live, face_live, profile_of, stream_fresh
 from bot.results import EmotionResult
 from bot.slots import AudioRing, LatestSlot
 from bot.stages import (
@@ -336,28 +337,28 @@ class Engine:
     # -- freshness -------------------------------------------------------------------------------
 
     def _face_active(self, st: ParticipantState, now: float) -> bool:
-        stale = self.config.modality_stale_s
-        if not (st.camera_on and st.video_last_wall is not None and now - st.video_last_wall <= stale):
-            return False
-        if len(st.face_seq) == 0 or st.face_last_wall is None:
-            return False
-        # Under throttling a sampled embedding arrives only every 1/fps s; allow for that.
-        face_ttl = max(stale, 2.5 / self.throttle.fps)
-        return now - st.face_last_wall <= face_ttl
-
-    def _audio_stream_live(self, st: ParticipantState, now: float) -> bool:
-        return (
-            st.mic_on
-            and st.audio_last_wall is not None
-            and now - st.audio_last_wall <= self.config.modality_stale_s
+        return face_live(
+            st.camera_on,
+            st.video_last_wall,
+            st.face_last_wall,
+            len(st.face_seq),
+            now,
+            self.config.modality_stale_s,
+            self.throttle.fps,
         )
 
+    def _audio_stream_live(self, st: ParticipantState, now: float) -> bool:
+        return stream_fresh(st.mic_on, st.audio_last_wall, now, self.config.modality_stale_s)
+
     def _audio_active(self, st: ParticipantState, now: float) -> bool:
-        if not self._audio_stream_live(st, now) or len(st.audio_seq) == 0:
-            return False
-        return (
-            st.audio_emb_last_wall is not None
-            and now - st.audio_emb_last_wall <= self.config.modality_stale_s + self.config.result_interval_s
+        return audio_live(
+            st.mic_on,
+            st.audio_last_wall,
+            st.audio_emb_last_wall,
+            len(st.audio_seq),
+            now,
+            self.config.modality_stale_s,
+            self.config.result_interval_s,
         )
 
     # -- one step: audio embedding (if live) then batched inference ------------------------------
@@ -428,7 +429,7 @@ class Engine:
             media_times.append(st.audio_emb_media)
             captured.append(st.audio_emb_captured)
         newest_captured = max(captured) if captured else wall
-        profile = "both" if face_active and audio_active else ("video_only" if face_active else "audio_only")
+        profile = profile_of(face_active, audio_active) or "both"
         ok = pred.status == "ok" and pred.probs is not None
         # The original smooths the 4-dp probabilities it emits; so do we (golden EMA parity).
         smoothed = st.smoother.update([round(float(p), 4) for p in pred.probs] if ok else None, now)

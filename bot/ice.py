@@ -19,4 +19,4 @@ def _loopback_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 def use_loopback_ice(enabled: bool = True) -> None:
     """Make every aiortc peer in this process gather only loopback host candidates."""
-    aioice.ice.get_host_addresses = _loopback_addresses if enabled else _original  # type: ignore[assignment]
+    aioice.ice.get_host_addresses = _loopback_addresses if enabled else _original

@@ -33,7 +33,9 @@ class ClipMedia:
     source: str
 
 
-def load_clip(path: str | Path, width: int = 640, height: int = 480, fps: float = 15.0, max_s: float = 10.0) -> ClipMedia:
+def load_clip(
+    path: str | Path, width: int = 640, height: int = 480, fps: float = 15.0, max_s: float = 10.0
+) -> ClipMedia:
     """Decode a media file into yuv420p frames at ``fps`` and 48 kHz mono int16 audio."""
     path = Path(path)
     frames: list[av.VideoFrame] = []
@@ -59,8 +61,8 @@ def load_clip(path: str | Path, width: int = 640, height: int = 480, fps: float 
     if has_audio:
         with av.open(str(path)) as container:
             resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
+            for aframe in container.decode(audio=0):
+                for out in resampler.resample(aframe):
                     audio_chunks.append(out.to_ndarray().reshape(-1))
                 if sum(c.size for c in audio_chunks) > max_s * AUDIO_RATE:
                     break
@@ -68,7 +70,9 @@ def load_clip(path: str | Path, width: int = 640, height: int = 480, fps: float 
     return ClipMedia(frames, audio, fps, str(path))
 
 
-def generated_clip(seconds: float = 2.0, fps: float = 15.0, width: int = 640, height: int = 480, tone_hz: float = 220.0) -> ClipMedia:
+def generated_clip(
+    seconds: float = 2.0, fps: float = 15.0, width: int = 640, height: int = 480, tone_hz: float = 220.0
+) -> ClipMedia:
     """Moving colour bars and a warbling tone: media with no face and a non-silent signal."""
     n = int(seconds * fps)
     frames = []

@@ -86,9 +86,7 @@ class BatchWorkerPool(Generic[Req, Res]):
         self.stats = PoolStats()
         self._ready = threading.Barrier(threads + 1)
         self._init_errors: list[BaseException] = []
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)
-        ]
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
             t.start()
         self._ready.wait()

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bot.config import BotConfig
+from bot.config import BotConfig, Precision
 from bot.engine import BundleInfo
 from models.assets import cache_dir, locate_face_asset
 from models.audio import AudioEmbedder
@@ -53,7 +53,9 @@ class Runtime:
         }
 
 
-def load_audio(source: str, precision: str, cache: Path | None, offline: bool, allow_untrained: bool) -> tuple[AudioEmbedder, str, bool]:
+def load_audio(
+    source: str, precision: Precision, cache: Path | None, offline: bool, allow_untrained: bool
+) -> tuple[AudioEmbedder, str, bool]:
     """Load Wav2Vec2 from a hub id or directory; ``untrained[:small|production]`` builds one.
 
     With ``allow_untrained`` (the offline demo), a missing model falls back to a small untrained

@@ -28,6 +28,7 @@ from signaling.base import (
     RemoteAnswer,
     RemoteCandidate,
     ResultRelay,
+    Role,
 )
 from signaling.client import SignalingClient, candidate_from_json
 
@@ -51,7 +52,7 @@ class SimulatedParticipant:
     participant_id: str
     name: str
     clip: ClipMedia
-    role: str = "participant"
+    role: Role = "participant"
     send_audio: bool = True
     send_video: bool = True
     speaking: bool = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,9 +59,7 @@ class Telemetry:
         self.ready = False
         self.latency = LatencyTracker()
         self.registry = CollectorRegistry()
-        self.m_results = Counter(
-            "hoovik_results", "Results emitted", ["modality"], registry=self.registry
-        )
+        self.m_results = Counter("hoovik_results", "Results emitted", ["modality"], registry=self.registry)
         self.m_latency = Histogram(
             "hoovik_result_latency_seconds",
             "Newest frame received to result sent",
@@ -140,36 +139,4 @@ class Telemetry:
         ]
 
 
-STATS_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Hoovik Bot stats</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:1.5rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.muted{color:#888}
-</style></head><body>
-<h1>Hoovik Bot</h1><p class="muted" id="meta">loading…</p>
-<h2>Latency (ms)</h2><table id="lat"></table>
-<h2>Participants</h2><table id="parts"></table>
-<script>
-const fmt = v => v === undefined || v === null ? "–" : v;
-async function refresh(){
-  try {
-    const s = await (await fetch("stats/json")).json();
-    document.getElementById("meta").textContent =
-      `ready: ${s.ready} · participants: ${s.active_participants} · sampling ${fmt(s.samplingFps)} fps · ` +
-      `queues ${JSON.stringify(s.queues)} · updated ${new Date(s.generated_at*1000).toLocaleTimeString()}`;
-    const rows = [["", "n","min","mean","p50","p90","p95","max"]];
-    for (const [k,v] of Object.entries({...s.modalities, overall:s.overall}))
-      rows.push([k, v.n, v.min, v.mean, v.p50, v.p90, v.p95, v.max]);
-    document.getElementById("lat").innerHTML = rows.map((r,i)=>"<tr>"+r.map(c=>i?`<td>${fmt(c)}</td>`:`<th>${c}</th>`).join("")+"</tr>").join("");
-    const prow = [["participant","role","profile","fps","results/s","p50 ms","p95 ms","drops"]];
-    for (const p of s.participants) {
-      const drops = Object.entries(p.counters).filter(([k])=>k.endsWith("dropped")).reduce((a,[,v])=>a+v,0);
-      prow.push([p.name||p.participantId, p.role, p.profile, p.samplingFps, p.resultsPerSecond, p.latencyMs.p50, p.latencyMs.p95, drops]);
-    }
-    document.getElementById("parts").innerHTML = prow.map((r,i)=>"<tr>"+r.map(c=>i?`<td>${fmt(c)}</td>`:`<th>${c}</th>`).join("")+"</tr>").join("");
-  } catch (e) { document.getElementById("meta").textContent = "stats unavailable: " + e; }
-}
-refresh(); setInterval(refresh, 2000);
-</script></body></html>
-"""
+STATS_HTML = (Path(__file__).parent / "static" / "stats.html").read_text()

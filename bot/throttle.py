@@ -62,9 +62,7 @@ class SamplingThrottle:
         if queue_depth <= self.queue_limit // 2:
             if self._calm_since is None:
                 self._calm_since = now
-            if self.fps < self.target_fps and now - max(self._calm_since, self._last_change) >= (
-                self.recover_after_s
-            ):
+            if self.fps < self.target_fps and now - max(self._calm_since, self._last_change) >= (self.recover_after_s):
                 self.fps = min(self.target_fps, self.fps + self.recover_step)
                 self._last_change = now
                 self.recoveries += 1

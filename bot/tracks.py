@@ -79,6 +79,9 @@ async def read_audio(
         except Exception as exc:
             on_error(f"audio recv failed: {exc}")
             continue
+        if not isinstance(frame, av.AudioFrame):
+            on_error("audio track delivered a non-audio frame")
+            continue
         try:
             samples = converter.convert(frame)
             end = frame_media_time(frame) + frame.samples / float(frame.sample_rate or SAMPLE_RATE)

@@ -111,8 +111,10 @@ def save_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Path:
     save_numpy(_contiguous(bundle.tabular.to_arrays()), str(out / FILES["tabular"]))
     (out / FILES["tabular_booster"]).write_bytes(bundle.tabular.booster_bytes())
     save_numpy(_contiguous(bundle.anomaly.to_arrays()), str(out / FILES["anomaly"]))
-    files = {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES.values()}
-    digest = hashlib.sha256("".join(f["sha256"] for f in files.values()).encode()).hexdigest()
+    files = {
+        name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES.values()
+    }
+    digest = hashlib.sha256("".join(str(f["sha256"]) for f in files.values()).encode()).hexdigest()
     bundle_id = ("hb-" if bundle.trained else "hb-untrained-") + digest[:12]
     manifest = {
         "format": FORMAT,
@@ -224,7 +226,9 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         tabular=tabular,
         anomaly=anomaly,
         ensemble=EnsembleParams(
-            float(ens.get("temperature", 0.3)), float(ens.get("w_modal", 0.455)), float(ens.get("w_xgb", 0.545))
+            float(ens.get("temperature", 0.3)),
+            float(ens.get("w_modal", 0.455)),
+            float(ens.get("w_xgb", 0.545)),
         ),
         trained=bool(manifest.get("trained", False)),
         provenance=dict(manifest.get("provenance", {})),
@@ -237,18 +241,30 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
 
 
 def _check_dims(root: Path, manifest: dict[str, Any]) -> None:
-    expected = {"face": FACE_DIM, "audio": AUDIO_DIM, "seq_len": SEQ_LEN, "tabular": TABULAR_DIM, "anomaly": ANOMALY_DIM}
+    expected = {
+        "face": FACE_DIM,
+        "audio": AUDIO_DIM,
+        "seq_len": SEQ_LEN,
+        "tabular": TABULAR_DIM,
+        "anomaly": ANOMALY_DIM,
+    }
     dims = manifest.get("dims", {})
     for key, value in expected.items():
         if dims.get(key) != value:
             raise BundleError(f"{root / MANIFEST}: dims.{key} is {dims.get(key)!r}, this build needs {value}")
     if list(manifest.get("classes", [])) != list(CLASS_NAMES):
-        raise BundleError(f"{root / MANIFEST}: classes {manifest.get('classes')} differ from {list(CLASS_NAMES)}")
+        raise BundleError(
+            f"{root / MANIFEST}: classes {manifest.get('classes')} differ from {list(CLASS_NAMES)}"
+        )
     versions = manifest.get("feature_versions", {})
     if versions.get("anomaly") != ANOMALY_FEATURE_VERSION:
-        raise BundleError(f"{root / MANIFEST}: anomaly feature version {versions.get('anomaly')!r} unsupported")
+        raise BundleError(
+            f"{root / MANIFEST}: anomaly feature version {versions.get('anomaly')!r} unsupported"
+        )
     if versions.get("tabular") != TABULAR_FEATURE_VERSION:
-        raise BundleError(f"{root / MANIFEST}: tabular feature version {versions.get('tabular')!r} unsupported")
+        raise BundleError(
+            f"{root / MANIFEST}: tabular feature version {versions.get('tabular')!r} unsupported"
+        )
 
 
 def _check_transformer(path: Path, cfg: TransformerConfig, state: dict[str, torch.Tensor]) -> None:
@@ -261,7 +277,9 @@ def _check_transformer(path: Path, cfg: TransformerConfig, state: dict[str, torc
         raise BundleError(f"{path}: state dict keys differ (missing {missing[:3]}, unexpected {extra[:3]})")
     for key, ref in reference.items():
         if tuple(state[key].shape) != tuple(ref.shape):
-            raise BundleError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}")
+            raise BundleError(
+                f"{path}: {key} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}"
+            )
 
 
 def _check_shape(path: Path, name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:

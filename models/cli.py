@@ -46,7 +46,11 @@ def add_models_parser(sub: Any) -> None:
     q.add_argument("--audio", required=True, help="(10,1024) .npy")
     q.add_argument("--face-mask", required=True, help="(10,) .npy")
     q.add_argument("--audio-mask", required=True, help="(10,) .npy")
-    q.add_argument("--normalised", action="store_true", help="inputs are already z-scored (else the bundle's norm stats apply)")
+    q.add_argument(
+        "--normalised",
+        action="store_true",
+        help="inputs are already z-scored (else the bundle's norm stats apply)",
+    )
 
 
 def _print(obj: Any) -> None:

@@ -49,7 +49,9 @@ class Prediction:
             "label": self.label,
             "confidence": self.confidence,
             "probs": arr(self.probs),
-            "probs_4dp": None if self.probs is None else {n: round(float(p), 4) for n, p in zip(CLASS_NAMES, self.probs, strict=True)},
+            "probs_4dp": None
+            if self.probs is None
+            else {n: round(float(p), 4) for n, p in zip(CLASS_NAMES, self.probs, strict=True)},
             "fusion_logits": arr(self.fusion_logits),
             "p_modal": arr(self.p_modal),
             "p_xgb": arr(self.p_tabular),
@@ -94,7 +96,9 @@ class Predictor:
             return _error(error)
         return self.predict_batch(xf[None], xa[None], fm[None], am[None])[0]
 
-    def predict_batch(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> list[Prediction]:
+    def predict_batch(
+        self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray
+    ) -> list[Prediction]:
         """B samples at once: (B,10,326), (B,10,1024), (B,10), (B,10); normalised inputs."""
         n = len(xf)
         results: list[Prediction | None] = [None] * n
@@ -113,10 +117,14 @@ class Predictor:
             bam = np.asarray(am, dtype=np.float32)[idx]
             face_present = bfm.sum(axis=1) > 0
             audio_present = bam.sum(axis=1) > 0
-            profiles = [profile_of(bool(f), bool(a)) for f, a in zip(face_present, audio_present, strict=True)]
+            profiles = [
+                profile_of(bool(f), bool(a)) for f, a in zip(face_present, audio_present, strict=True)
+            ]
             anomaly = self.anomaly.score_batch(build_anomaly_features(bf, ba, bfm, bam), profiles)
             logits = self.runner.predict_logits(bf, ba, bfm, bam)
-            p_tab = np.asarray(self.tabular.predict_proba(build_tabular_features(bf, ba, bfm, bam)), dtype=np.float32)
+            p_tab = np.asarray(
+                self.tabular.predict_proba(build_tabular_features(bf, ba, bfm, bam)), dtype=np.float32
+            )
             p_modal, probs = fuse(
                 logits,
                 p_tab,

@@ -85,7 +85,14 @@ def _untrained_tabular(rng: np.random.Generator, seed: int, k: int = 512) -> Tab
     x = rng.standard_normal((360, k)).astype(np.float32)
     y = np.arange(360) % NUM_CLASSES
     dtrain = xgboost.DMatrix(x, label=y, missing=np.nan)
-    params = {"objective": "multi:softprob", "num_class": NUM_CLASSES, "max_depth": 3, "eta": 0.1, "seed": seed, "nthread": 1}
+    params = {
+        "objective": "multi:softprob",
+        "num_class": NUM_CLASSES,
+        "max_depth": 3,
+        "eta": 0.1,
+        "seed": seed,
+        "nthread": 1,
+    }
     booster = xgboost.train(params, dtrain, num_boost_round=10)
     return TabularModel(
         col_medians=np.zeros(TABULAR_DIM, np.float32),

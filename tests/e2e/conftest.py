@@ -96,19 +96,34 @@ class Meeting:
     async def add(
         self, pid: str, role: str = "participant", clip: int = 0, **kwargs: object
     ) -> SimulatedParticipant:
-        token = self.host_token if role == "host" else await mint_invite(self.server.url, self.room, self.host_token, "participant")
+        token = (
+            self.host_token
+            if role == "host"
+            else await mint_invite(self.server.url, self.room, self.host_token, "participant")
+        )
         sim = SimulatedParticipant(
-            self.server.ws_url, self.room, token, pid, pid, self.clips[clip % len(self.clips)], role=role, **kwargs  # type: ignore[arg-type]
+            self.server.ws_url,
+            self.room,
+            token,
+            pid,
+            pid,
+            self.clips[clip % len(self.clips)],
+            role=role,
+            **kwargs,  # type: ignore[arg-type]
         )
         await sim.start()
         self.participants.append(sim)
         return sim
 
-    async def wait_for(self, cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    async def wait_for(
+        self, cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not cond():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; bot stats: {self.service.telemetry.stats()}")
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what}; bot stats: {self.service.telemetry.stats()}"
+                )
             await asyncio.sleep(0.05)
 
 

@@ -29,13 +29,21 @@ async def test_three_participants_get_their_own_results_and_the_host_sees_all(me
     await asyncio.sleep(6.0)
     for sim in sims:
         results = own(sim)
-        assert rate(results, start) >= 3.0, (sim.participant_id, rate(results, start), meeting.service.telemetry.stats())
+        assert rate(results, start) >= 3.0, (
+            sim.participant_id,
+            rate(results, start),
+            meeting.service.telemetry.stats(),
+        )
         assert all(r.via == "datachannel" for r in results)
         msg = results[-1].message
         assert msg["event"] == "emotion.result" and msg["participantId"] == sim.participant_id
         assert set(msg["result"]) == {"emotion", "confidence", "probs", "modality", "anomaly", "anomalyScore"}
         assert msg["result"]["modality"] in ("both", "audio_only", "video_only")
-        assert isinstance(msg["seq"], int) and msg["bundleId"].startswith("hb-") and isinstance(msg["trained"], bool)
+        assert (
+            isinstance(msg["seq"], int)
+            and msg["bundleId"].startswith("hb-")
+            and isinstance(msg["trained"], bool)
+        )
         assert msg["mediaTime"] is not None and msg["capturedAt"] <= msg["ts"]
         seqs = [r.message["seq"] for r in results]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -52,15 +60,21 @@ async def test_three_participants_get_their_own_results_and_the_host_sees_all(me
 
 async def test_camera_toggle_switches_profile_within_a_second(meeting) -> None:
     sim = await meeting.add("dave", clip=0)
-    await meeting.wait_for(lambda: any(r.message["result"]["modality"] == "both" for r in own(sim)), what="profile both")
+    await meeting.wait_for(
+        lambda: any(r.message["result"]["modality"] == "both" for r in own(sim)), what="profile both"
+    )
     t_off = time.time()
     await sim.set_camera(False)
     await meeting.wait_for(
-        lambda: any(r.arrived_wall > t_off and r.message["result"]["modality"] == "audio_only" for r in own(sim)),
+        lambda: any(
+            r.arrived_wall > t_off and r.message["result"]["modality"] == "audio_only" for r in own(sim)
+        ),
         timeout=5,
         what="audio_only after camera off",
     )
-    first_audio_only = next(r for r in own(sim) if r.arrived_wall > t_off and r.message["result"]["modality"] == "audio_only")
+    first_audio_only = next(
+        r for r in own(sim) if r.arrived_wall > t_off and r.message["result"]["modality"] == "audio_only"
+    )
     assert first_audio_only.arrived_wall - t_off <= 1.0
     # No result after the switch may still claim the face.
     later = [r for r in own(sim) if r.arrived_wall > first_audio_only.arrived_wall]
@@ -76,15 +90,21 @@ async def test_camera_toggle_switches_profile_within_a_second(meeting) -> None:
 
 async def test_video_that_stops_without_notice_goes_audio_only(meeting) -> None:
     sim = await meeting.add("erin", clip=1)
-    await meeting.wait_for(lambda: any(r.message["result"]["modality"] == "both" for r in own(sim)), what="profile both")
+    await meeting.wait_for(
+        lambda: any(r.message["result"]["modality"] == "both" for r in own(sim)), what="profile both"
+    )
     t_stop = time.time()
     await sim.set_camera(False, announce=False)  # frames stop; nothing is announced
     await meeting.wait_for(
-        lambda: any(r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only" for r in own(sim)),
+        lambda: any(
+            r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only" for r in own(sim)
+        ),
         timeout=5,
         what="audio_only after the video stopped",
     )
-    switch = next(r for r in own(sim) if r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only")
+    switch = next(
+        r for r in own(sim) if r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only"
+    )
     # 0.4 s staleness + one 0.3 s result period, plus loopback delivery and scheduling slack.
     assert switch.arrived_wall - t_stop <= 0.4 + 0.3 + 0.3
 
@@ -98,9 +118,11 @@ async def test_leaving_frees_the_participant_state(meeting) -> None:
     assert "grace" in engine.participants and "grace" in participant.peers
     await leave.stop()
     await meeting.wait_for(
-        lambda: "grace" not in engine.participants
-        and "grace" not in participant.peers
-        and "grace" not in participant.router.channels,
+        lambda: (
+            "grace" not in engine.participants
+            and "grace" not in participant.peers
+            and "grace" not in participant.router.channels
+        ),
         timeout=5,
         what="grace's state to be freed",
     )
