@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -18,6 +19,10 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import BotConfig
+
+# Modules that contribute subcommands: each has ``add_parser(subparsers)``, which registers its
+# parser with ``set_defaults(handler=fn)``, where ``fn(args) -> int`` runs the command.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _config(args: argparse.Namespace) -> BotConfig:
@@ -143,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     from models.cli import add_models_parser
 
     add_models_parser(sub)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 
@@ -153,6 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    handler_fn = getattr(args, "handler", None)
+    if handler_fn is not None:
+        try:
+            return int(handler_fn(args))
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:
+            if args.verbose:
+                raise
+            print(f"hoovik-bot {args.command}: error: {exc}", file=sys.stderr)
+            return 1
     if args.command == "models":
         from models.cli import run_models_command
 
