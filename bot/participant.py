@@ -41,6 +41,18 @@ MAX_QUEUED_CANDIDATES = 64
 MAX_SDP_BYTES = 200_000
 
 
+def offer_problem(sdp: str) -> str | None:
+    """Why an offer cannot be used, before it reaches aiortc (which accepts an SDP with no media)."""
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        return f"SDP larger than {MAX_SDP_BYTES} bytes"
+    lines = sdp.splitlines()
+    if not lines or lines[0].strip() != "v=0":
+        return "not an SDP (no v=0 line)"
+    if not any(line.startswith("m=") for line in lines):
+        return "SDP offers no media or data channel"
+    return None
+
+
 @dataclass
 class RemotePeer:
     pid: str
@@ -144,8 +156,10 @@ class BotParticipant:
             self.engine.add_participant(pid, info.name if info else "", info.role if info else "participant")
             if info is not None:
                 self.router.set_role(pid, info.role)
-        if len(ev.sdp.encode()) > MAX_SDP_BYTES:
-            self._error("sdp_too_large")
+        problem = offer_problem(ev.sdp)
+        if problem is not None:
+            log.warning("offer from %s rejected: %s", pid, problem)
+            self._error("bad_offer")
             return
         peer = self.peers.get(pid) or self._new_peer(pid)
         async with peer.lock:

@@ -137,6 +137,19 @@ class SimulatedParticipant:
         assert self.session is not None
         await self.session.send_offer(bot_id, pc.localDescription.sdp)
 
+    async def add_video(self) -> None:
+        """Start the camera on a connection that had none: add a track and re-offer (renegotiation)."""
+        if self.pc is None or self.bot_id is None or not self.clip.video:
+            raise RuntimeError("no connection to the bot, or no video in the clip")
+        self.video = ClipVideoTrack(self.clip)
+        self.pc.addTrack(self.video)
+        self.send_video = self.camera = True
+        if self.session is not None:
+            await self.session.announce_media(self.mic, True)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        assert self.session is not None
+        await self.session.send_offer(self.bot_id, self.pc.localDescription.sdp)
+
     def _record(self, message: Any, via: str) -> None:
         if not isinstance(message, dict):
             return

@@ -85,6 +85,7 @@ def clips(media_dir: Path) -> list[ClipMedia]:
 
 @dataclass
 class Meeting:
+    secret: bytes
     server: SignalingServer
     service: BotService
     room: str
@@ -93,9 +94,7 @@ class Meeting:
     participants: list[SimulatedParticipant] = field(default_factory=list)
     bot_task: asyncio.Task[None] | None = None
 
-    async def add(
-        self, pid: str, role: str = "participant", clip: int = 0, **kwargs: object
-    ) -> SimulatedParticipant:
+    async def add(self, pid: str, role: str = "participant", clip: int = 0, **kwargs: object) -> SimulatedParticipant:
         token = (
             self.host_token
             if role == "host"
@@ -115,9 +114,7 @@ class Meeting:
         self.participants.append(sim)
         return sim
 
-    async def wait_for(
-        self, cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
-    ) -> None:
+    async def wait_for(self, cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while not cond():
             if time.monotonic() > deadline:
@@ -130,7 +127,8 @@ class Meeting:
 @pytest_asyncio.fixture
 async def meeting(bot_config: BotConfig, runtime: Runtime, clips: list[ClipMedia]) -> AsyncIterator[Meeting]:
     use_loopback_ice()
-    server = SignalingServer(secrets.token_bytes(32))
+    secret = secrets.token_bytes(32)
+    server = SignalingServer(secret)
     await server.start("127.0.0.1", 0)
     service = BotService(bot_config)
     await service.start_http()
@@ -138,7 +136,7 @@ async def meeting(bot_config: BotConfig, runtime: Runtime, clips: list[ClipMedia
     room, host_token = await create_room(server.url, "e2e")
     bot_token = await mint_invite(server.url, room, host_token, "bot")
     session = await SignalingClient.connect(server.ws_url, room, bot_token, "bot", "Hoovik Bot", "bot")
-    m = Meeting(server, service, room, host_token, clips)
+    m = Meeting(secret, server, service, room, host_token, clips)
     m.bot_task = asyncio.create_task(service.run_session(session))
     try:
         yield m

@@ -39,11 +39,7 @@ async def test_three_participants_get_their_own_results_and_the_host_sees_all(me
         assert msg["event"] == "emotion.result" and msg["participantId"] == sim.participant_id
         assert set(msg["result"]) == {"emotion", "confidence", "probs", "modality", "anomaly", "anomalyScore"}
         assert msg["result"]["modality"] in ("both", "audio_only", "video_only")
-        assert (
-            isinstance(msg["seq"], int)
-            and msg["bundleId"].startswith("hb-")
-            and isinstance(msg["trained"], bool)
-        )
+        assert isinstance(msg["seq"], int) and msg["bundleId"].startswith("hb-") and isinstance(msg["trained"], bool)
         assert msg["mediaTime"] is not None and msg["capturedAt"] <= msg["ts"]
         seqs = [r.message["seq"] for r in results]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -66,9 +62,7 @@ async def test_camera_toggle_switches_profile_within_a_second(meeting) -> None:
     t_off = time.time()
     await sim.set_camera(False)
     await meeting.wait_for(
-        lambda: any(
-            r.arrived_wall > t_off and r.message["result"]["modality"] == "audio_only" for r in own(sim)
-        ),
+        lambda: any(r.arrived_wall > t_off and r.message["result"]["modality"] == "audio_only" for r in own(sim)),
         timeout=5,
         what="audio_only after camera off",
     )
@@ -96,15 +90,11 @@ async def test_video_that_stops_without_notice_goes_audio_only(meeting) -> None:
     t_stop = time.time()
     await sim.set_camera(False, announce=False)  # frames stop; nothing is announced
     await meeting.wait_for(
-        lambda: any(
-            r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only" for r in own(sim)
-        ),
+        lambda: any(r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only" for r in own(sim)),
         timeout=5,
         what="audio_only after the video stopped",
     )
-    switch = next(
-        r for r in own(sim) if r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only"
-    )
+    switch = next(r for r in own(sim) if r.arrived_wall > t_stop and r.message["result"]["modality"] == "audio_only")
     # 0.4 s staleness + one 0.3 s result period, plus loopback delivery and scheduling slack.
     assert switch.arrived_wall - t_stop <= 0.4 + 0.3 + 0.3
 
