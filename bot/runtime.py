@@ -73,10 +73,10 @@ def load_audio(
         if not allow_untrained:
             raise
         log.warning(
-            "Wav2Vec2 %r is not available (%s); using an UNTRAINED small stand-in, results say trained=false. "
-            "Run `hoovik-bot models fetch` on a machine with network access to get the real weights.",
+            "Wav2Vec2 %r could not be loaded (%s); using an UNTRAINED small stand-in, so every result says "
+            "trained=false. Run `hoovik-bot models fetch` where a network is available to get the real weights.",
             source,
-            str(exc).splitlines()[0],
+            "not in the local cache" if offline else type(exc).__name__,
         )
         extractor, model = untrained_wav2vec2("small")
         return AudioEmbedder.from_model(extractor, model, precision=precision), "untrained:small", False
