@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import secrets
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from bot.config import BotConfig
 
 # Modules that contribute subcommands: each has ``add_parser(subparsers)``, which registers its
 # parser with ``set_defaults(handler=fn)``, where ``fn(args) -> int`` runs the command.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("bot.replay.cli", "bot.loadgen", "models.training.cli")
 
 
 def _config(args: argparse.Namespace) -> BotConfig:
@@ -54,36 +55,89 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     from signaling.server import SignalingServer
+    from signaling.web import BotLauncherConfig
 
     secret = (args.secret or os.environ.get("HOOVIK_SECRET") or "").encode() or secrets.token_bytes(32)
-    server = SignalingServer(secret)
+    launcher = None
+    if args.bot_command:
+        command = tuple(shlex.split(args.bot_command))
+        if not command:
+            raise SystemExit("hoovik-bot serve: --bot-command is empty")
+        launcher = BotLauncherConfig(
+            command=command,
+            max_bots=args.max_bots,
+            idle_stop_s=args.bot_idle_s,
+            startup_timeout_s=args.bot_startup_timeout_s,
+        )
+    server = SignalingServer(secret, bot_launcher=launcher)
     await server.start(args.host, args.port)
     print(f"signaling server on {server.ws_url} (REST at {server.url})", flush=True)
+    print(f"web app on {server.url}/", flush=True)
+    if launcher is not None:
+        print(f"bot launcher: up to {launcher.max_bots} bots, each: {shlex.join(launcher.command)} …", flush=True)
     await _wait_for_signal()
     await server.stop()
     return 0
 
 
 async def _join(args: argparse.Namespace) -> int:
+    from bot.emotion_service import EmotionServiceOptions
     from bot.service import BotService
-    from signaling.client import SignalingClient
+    from signaling.base import SignalingSession
 
+    hoovik = bool(args.hoovik or args.meeting)
+    if hoovik and not (args.hoovik and args.meeting):
+        raise SystemExit("hoovik-bot join: --hoovik URL and --meeting CODE go together")
+    if not hoovik and not (args.signaling and args.room and args.token):
+        raise SystemExit("hoovik-bot join: give --signaling/--room/--token, or --hoovik/--meeting")
     cfg = _config(args)
-    service = BotService(cfg)
+    # Hoovik's UI shows emotions only through an emotion-service endpoint, so it is on by default there.
+    emotion = None
+    if args.emotion_service if args.emotion_service is not None else hoovik:
+        emotion = EmotionServiceOptions(
+            token=args.emotion_token or os.environ.get("HOOVIK_EMOTION_TOKEN") or None,
+            allowed_origins=tuple(args.emotion_origin) if args.emotion_origin else None,
+            uploads=not args.no_uploads,
+        )
+    service = BotService(cfg, emotion_service=emotion)
     await service.start_http()
     print(f"telemetry on http://{cfg.server.http_host}:{service.http_port}/stats", flush=True)
+    if emotion is not None:
+        print(f"emotion service on http://{cfg.server.http_host}:{service.http_port} (Socket.IO)", flush=True)
     runtime = await service.load(allow_untrained_audio=args.allow_untrained)
     print(f"models: {runtime.describe()}", flush=True)
-    session = await SignalingClient.connect(
-        args.signaling, args.room, args.token, args.participant_id, args.name, "bot"
-    )
+    session: SignalingSession
+    if hoovik:
+        from signaling.hoovik import HoovikOptions, HoovikSession
+
+        options = HoovikOptions(
+            user_id=args.participant_id,
+            name=args.name,
+            socketio_path=args.hoovik_path,
+            mirror_results=args.mirror_meta,
+        )
+        session = await HoovikSession.connect(args.hoovik, args.meeting, options)
+        print(f"joined Hoovik meeting {session.code} as {options.user_id}", flush=True)
+    else:
+        from signaling.client import SignalingClient
+
+        session = await SignalingClient.connect(
+            args.signaling, args.room, args.token, args.participant_id, args.name, "bot"
+        )
     task = asyncio.create_task(service.run_session(session))
     stop = asyncio.create_task(_wait_for_signal())
     await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     stop.cancel()
+    if not task.done():
+        # Leave first (Hoovik: leave-call, so nobody keeps a ghost of the bot), then let the
+        # participant wind down on its own; cancelling it mid-close can be swallowed by aiortc.
+        with contextlib.suppress(Exception):
+            await session.close()
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), 10.0)
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+        await asyncio.wait_for(task, 5.0)
     await service.stop()
     return 0
 
@@ -118,16 +172,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the signaling server")
+    p = sub.add_parser("serve", help="run the signaling server and its web app")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--secret", help="token signing secret (default: $HOOVIK_SECRET, else random)")
+    p.add_argument(
+        "--bot-command",
+        metavar="CMD",
+        help="enable 'Add the bot' in the web app: run this command (e.g. 'hoovik-bot join --bundle DIR') "
+        "per room; the server appends --signaling, --room, --token and --http-port 0",
+    )
+    p.add_argument("--max-bots", type=int, default=2, help="bots the launcher runs at once (default 2)")
+    p.add_argument(
+        "--bot-idle-s", type=float, default=120.0, help="stop a launched bot left alone in its room this long"
+    )
+    p.add_argument(
+        "--bot-startup-timeout-s",
+        type=float,
+        default=300.0,
+        help="a launched bot that has not joined by then is stopped and reported as failed",
+    )
 
-    p = sub.add_parser("join", help="join a room as the bot")
-    p.add_argument("--signaling", required=True, help="signaling WebSocket URL, e.g. ws://host:8765/ws")
-    p.add_argument("--room", required=True)
-    p.add_argument("--token", required=True, help="a bot invite token minted by the host")
-    p.add_argument("--participant-id", default="hoovik-bot")
+    p = sub.add_parser("join", help="join a room (or a Hoovik meeting) as the bot")
+    p.add_argument("--signaling", help="signaling WebSocket URL, e.g. ws://host:8765/ws")
+    p.add_argument("--room")
+    p.add_argument("--token", help="a bot invite token minted by the host")
+    p.add_argument("--hoovik", metavar="URL", help="a Hoovik backend (Socket.IO), e.g. http://host:8000")
+    p.add_argument("--meeting", metavar="CODE", help="the Hoovik meeting code to join")
+    p.add_argument("--hoovik-path", default="socket.io", help="Socket.IO path of the Hoovik backend")
+    p.add_argument(
+        "--mirror-meta",
+        action="store_true",
+        help="Hoovik: also write each participant's latest result into the bot's meta (update-meta, "
+        "at most 1/s; every update is broadcast to the whole room)",
+    )
+    p.add_argument(
+        "--emotion-service",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the emotion-service Socket.IO protocol on the HTTP port (default: on with --hoovik)",
+    )
+    p.add_argument("--emotion-token", help="require auth.token on emotion-service sockets ($HOOVIK_EMOTION_TOKEN)")
+    p.add_argument(
+        "--emotion-origin", action="append", help="browser origin allowed on the emotion service (repeatable)"
+    )
+    p.add_argument("--no-uploads", action="store_true", help="refuse emotion-service uploads (audio_chunk, frames)")
+    p.add_argument("--participant-id", default="hoovik-bot", help="our participant id (Hoovik: the userId)")
     p.add_argument("--name", default="Hoovik Bot")
     p.add_argument("--http-host")
     p.add_argument("--http-port", type=int, default=8080)

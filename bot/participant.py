@@ -4,6 +4,15 @@ The bot never offers and never sends media (aiortc cannot roll back an offer, sp
 remote participant offers to it with their tracks and a data channel they opened; the bot answers,
 reads every track continuously, and feeds the engine. Candidates that arrive before the remote
 description are queued (bounded) and applied once it is set.
+
+A re-offer that starts a new ICE/DTLS session (different ``ice-ufrag`` or DTLS fingerprint: an ICE
+restart, or a peer that tore its connection down and built a new one under the same id) gets a
+fresh peer connection: aiortc cannot restart ICE on an existing one, and a new remote certificate
+would never complete the old DTLS association. Re-offers within the same session (mute/unmute
+direction changes) are applied to the existing connection.
+
+Engine participants are keyed by ``peer_id``; :meth:`BotParticipant.result_id` gives the identity
+results are reported under (``PeerJoined.user_id`` when the signaling layer has one, as Hoovik does).
 """
 
 from __future__ import annotations
@@ -41,6 +50,20 @@ MAX_QUEUED_CANDIDATES = 64
 MAX_SDP_BYTES = 200_000
 
 
+def session_identity(sdp: str) -> tuple[str | None, str | None]:
+    """The first ``ice-ufrag`` and DTLS ``fingerprint`` of an SDP: what changes when the remote side
+    restarts ICE or replaces its peer connection."""
+    ufrag = fingerprint = None
+    for line in sdp.splitlines():
+        if ufrag is None and line.startswith("a=ice-ufrag:"):
+            ufrag = line[len("a=ice-ufrag:") :].strip()
+        elif fingerprint is None and line.startswith("a=fingerprint:"):
+            fingerprint = line[len("a=fingerprint:") :].strip().lower()
+        if ufrag is not None and fingerprint is not None:
+            break
+    return ufrag, fingerprint
+
+
 def offer_problem(sdp: str) -> str | None:
     """Why an offer cannot be used, before it reaches aiortc (which accepts an SDP with no media)."""
     if len(sdp.encode()) > MAX_SDP_BYTES:
@@ -72,6 +95,7 @@ class BotParticipant:
         self.peers: dict[str, RemotePeer] = {}
         self.router = ResultRouter(fallback=self._fallback_send)
         self.errors: dict[str, int] = {}
+        self.result_ids: dict[str, str] = {}
         self._closed = asyncio.Event()
 
     # -- main loop -------------------------------------------------------------------------------
@@ -79,7 +103,7 @@ class BotParticipant:
     async def run(self) -> None:
         """Handle signaling events until the session ends."""
         for info in self.session.peers.values():
-            self._on_joined(PeerJoined(info.peer_id, info.name, info.role, info.mic, info.camera))
+            self._on_joined(PeerJoined(info.peer_id, info.name, info.role, info.mic, info.camera, info.user_id))
         try:
             async for event in self.session.events():
                 try:
@@ -116,6 +140,8 @@ class BotParticipant:
     def _on_joined(self, ev: PeerJoined) -> None:
         if ev.role == "bot":
             return
+        if ev.user_id:
+            self.result_ids[ev.peer_id] = ev.user_id
         self.router.set_role(ev.peer_id, ev.role)
         self.engine.add_participant(ev.peer_id, ev.name, ev.role, mic=ev.mic, camera=ev.camera)
 
@@ -156,12 +182,21 @@ class BotParticipant:
             self.engine.add_participant(pid, info.name if info else "", info.role if info else "participant")
             if info is not None:
                 self.router.set_role(pid, info.role)
+                if info.user_id:
+                    self.result_ids[pid] = info.user_id
         problem = offer_problem(ev.sdp)
         if problem is not None:
             log.warning("offer from %s rejected: %s", pid, problem)
             self._error("bad_offer")
             return
-        peer = self.peers.get(pid) or self._new_peer(pid)
+        peer = self.peers.get(pid)
+        if peer is not None and self._is_new_session(peer, ev.sdp):
+            log.info("offer from %s starts a new ICE/DTLS session; replacing its peer connection", pid)
+            self._error("session_replaced")
+            await self._drop_peer(pid, forget=False)
+            peer = None
+        if peer is None:
+            peer = self._new_peer(pid)
         async with peer.lock:
             try:
                 await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=ev.sdp, type="offer"))
@@ -177,6 +212,19 @@ class BotParticipant:
                     await self._drop_peer(pid, forget=False)
                 return
         await self.session.send_answer(pid, peer.pc.localDescription.sdp)
+
+    @staticmethod
+    def _is_new_session(peer: RemotePeer, sdp: str) -> bool:
+        current = peer.pc.remoteDescription
+        if current is None:
+            return False
+        old_ufrag, old_fp = session_identity(current.sdp)
+        new_ufrag, new_fp = session_identity(sdp)
+        return (old_ufrag, old_fp) != (new_ufrag, new_fp)
+
+    def result_id(self, pid: str) -> str:
+        """The id results about ``pid`` are reported under (its user id when signaling gave one)."""
+        return self.result_ids.get(pid, pid)
 
     async def _on_candidate(self, ev: RemoteCandidate) -> None:
         peer = self.peers.get(ev.peer_id)
@@ -239,6 +287,7 @@ class BotParticipant:
         if forget:
             self.engine.remove_participant(pid)
             self.router.forget(pid)
+            self.result_ids.pop(pid, None)
         else:
             self.router.channels.pop(pid, None)
         if peer is None:

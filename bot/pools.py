@@ -5,6 +5,8 @@ thread owns its own state (a MediaPipe landmarker, say, which is not thread-safe
 pool's ``init`` in that thread. A thread takes the first pending request, then drains up to
 ``max_batch - 1`` more without waiting, so a single request is never delayed for a batch to
 fill, while a burst from several participants becomes one Wav2Vec2 or predictor forward.
+``submit_many`` queues several requests as one item, so a thread can never pick up the first
+of them before the others are queued: they run in one batch (split only at ``max_batch``).
 
 Pending work is bounded: ``submit`` raises :class:`PoolFull` instead of queueing without limit,
 and the caller counts the drop.
@@ -39,13 +41,30 @@ class PoolClosed(RuntimeError):
 
 @dataclass
 class PoolStats:
+    """Counters of one pool; ``batch_sizes`` maps a batch size to how many batches had it."""
+
     submitted: int = 0
     completed: int = 0
     failed: int = 0
     rejected: int = 0
     batches: int = 0
     busy_s: float = 0.0
+    wait_s: float = 0.0
+    max_wait_s: float = 0.0
     batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "submitted": self.submitted,
+            "completed": self.completed,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "batches": self.batches,
+            "busyS": round(self.busy_s, 3),
+            "meanWaitMs": round(1000 * self.wait_s / self.completed, 2) if self.completed else 0.0,
+            "maxWaitMs": round(1000 * self.max_wait_s, 2),
+            "batchSizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        }
 
 
 @dataclass
@@ -118,6 +137,43 @@ class BatchWorkerPool(Generic[Req, Res]):
         self._queue.put(_Job(request, fut, loop, time.perf_counter()))
         return fut
 
+    def submit_many(self, requests: Sequence[Req]) -> list[asyncio.Future[Res]]:
+        """Queue requests that must run together (one batch, split only at ``max_batch``).
+
+        All or nothing: when they do not all fit under ``max_pending``, none is queued.
+        """
+        if not requests:
+            return []
+        loop = asyncio.get_running_loop()
+        n = len(requests)
+        with self._lock:
+            if self._closed:
+                raise PoolClosed(self.name)
+            if self._pending + n > self.max_pending:
+                self.stats.rejected += n
+                raise PoolFull(f"{self.name}: {self._pending} requests pending, {n} more do not fit")
+            self._pending += n
+            self.stats.submitted += n
+        now = time.perf_counter()
+        jobs = [_Job(r, loop.create_future(), loop, now) for r in requests]
+        self._queue.put(jobs)
+        return [job.future for job in jobs]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Depth and counters, for telemetry."""
+        with self._lock:
+            out = self.stats.to_dict()
+            out.update(
+                {
+                    "threads": len(self._threads),
+                    "maxBatch": self.max_batch,
+                    "maxPending": self.max_pending,
+                    "pending": self._pending,
+                    "inFlight": self._in_flight,
+                }
+            )
+        return out
+
     def run_sync(self, requests: Sequence[Req]) -> Sequence[Res]:
         """Run a batch on the caller's thread with a fresh state (replay, tests, benchmarks)."""
         state = self._init() if self._init else None
@@ -149,14 +205,20 @@ class BatchWorkerPool(Generic[Req, Res]):
         self._ready.wait()
         if self._init_errors:
             return
+        # Jobs of a submit_many group that did not fit in the previous batch run first.
+        carry: list[_Job[Req]] = []
         try:
             while True:
-                first = self._queue.get()
-                if first is _STOP:
-                    return
-                batch = [first]
+                if carry:
+                    batch, carry = carry[: self.max_batch], carry[self.max_batch :]
+                else:
+                    first = self._queue.get()
+                    if first is _STOP:
+                        return
+                    items = first if isinstance(first, list) else [first]
+                    batch, carry = items[: self.max_batch], items[self.max_batch :]
                 stop = False
-                while len(batch) < self.max_batch:
+                while len(batch) < self.max_batch and not carry:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
@@ -164,9 +226,16 @@ class BatchWorkerPool(Generic[Req, Res]):
                     if nxt is _STOP:
                         stop = True
                         break
-                    batch.append(nxt)
+                    items = nxt if isinstance(nxt, list) else [nxt]
+                    room = self.max_batch - len(batch)
+                    batch.extend(items[:room])
+                    carry = items[room:]
                 self._run_batch(state, batch)
                 if stop:
+                    # Work queued before close still runs; its futures must not hang.
+                    while carry:
+                        batch, carry = carry[: self.max_batch], carry[self.max_batch :]
+                        self._run_batch(state, batch)
                     return
         finally:
             if self._teardown is not None and state is not None:
@@ -181,6 +250,7 @@ class BatchWorkerPool(Generic[Req, Res]):
             self._in_flight += len(batch)
         live = [job for job in batch if not job.future.cancelled()]
         t0 = time.perf_counter()
+        waited = [t0 - job.submitted_at for job in live]
         try:
             results: Sequence[Any] = self._process(state, [job.request for job in live]) if live else []
             if len(results) != len(live):
@@ -194,6 +264,9 @@ class BatchWorkerPool(Generic[Req, Res]):
             self._in_flight -= len(batch)
             self.stats.batches += 1
             self.stats.busy_s += elapsed
+            if waited:
+                self.stats.wait_s += sum(waited)
+                self.stats.max_wait_s = max(self.stats.max_wait_s, max(waited))
             self.stats.batch_sizes[len(live)] = self.stats.batch_sizes.get(len(live), 0) + 1
             if error is None:
                 self.stats.completed += len(live)

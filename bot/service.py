@@ -2,6 +2,11 @@
 
 The HTTP server starts first so that ``/health`` answers and ``/ready`` says 503 while the models
 load (which takes seconds with production weights); ``/ready`` turns 200 once the engine runs.
+
+Optionally the same HTTP server carries an emotion-service-compatible Socket.IO endpoint
+(:mod:`bot.emotion_service`): Hoovik's host UI pointed at the bot receives ``emotion.result`` for
+each participant's ``userId``. Anything else that needs the aiohttp app before it starts can be
+added through ``http_hooks``.
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from bot.config import BotConfig
+from bot.emotion_service import MAX_HTTP_BUFFER, EmotionService, EmotionServiceOptions
 from bot.engine import Engine
 from bot.participant import BotParticipant
 from bot.results import EmotionResult
@@ -25,9 +32,13 @@ log = logging.getLogger(__name__)
 
 
 class BotService:
-    """Owns the engine and the telemetry server; runs a participant per signaling session."""
+    """Owns the engine and the telemetry server; runs a participant per signaling session.
 
-    def __init__(self, cfg: BotConfig) -> None:
+    With ``emotion_service`` options, the telemetry server also serves the emotion-service protocol
+    and every result is published there under the participant's result id (its Hoovik ``userId``).
+    """
+
+    def __init__(self, cfg: BotConfig, *, emotion_service: EmotionServiceOptions | None = None) -> None:
         self.cfg = cfg
         self.telemetry = Telemetry()
         self.runtime: Runtime | None = None
@@ -36,10 +47,19 @@ class BotService:
         self.result_listeners: list[Callable[[EmotionResult], None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        self.http_hooks: list[Callable[[web.Application], None]] = []
+        self.emotion: EmotionService | None = None
+        if emotion_service is not None:
+            self.emotion = EmotionService(emotion_service, engine_config=cfg.engine)
+            self.emotion.is_meeting_participant = self.is_meeting_result_id
+            self.http_hooks.append(self.emotion.attach)
 
     async def start_http(self) -> int:
-        app = web.Application()
+        # Room for the emotion service's 4 MiB frames on the long-polling transport as well.
+        app = web.Application(client_max_size=MAX_HTTP_BUFFER + 64 * 1024)
         app.add_routes(self.telemetry.routes())
+        for hook in self.http_hooks:
+            hook(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.server.http_host, self.cfg.server.http_port)
@@ -66,15 +86,40 @@ class BotService:
             on_result=self._on_result,
         )
         self.telemetry.engine = self.engine
-        self.telemetry.extra = lambda: {"model": runtime.describe()}
+        self.telemetry.extra = lambda: self._extra_stats(runtime)
+        if self.emotion is not None:
+            self.emotion.engine = self.engine
         await self.engine.start()
         self.telemetry.ready = True
         return runtime
 
+    def _extra_stats(self, runtime: Runtime) -> dict[str, Any]:
+        extra: dict[str, Any] = {"model": runtime.describe()}
+        if self.emotion is not None:
+            extra["emotionService"] = self.emotion.stats()
+        return extra
+
+    def is_meeting_result_id(self, result_id: str) -> bool:
+        """Whether the bot analyses ``result_id`` from a meeting's WebRTC media (so uploads for it
+        are not needed): a joined peer reported under that user id, or a connected peer with that id."""
+        p = self.participant
+        if p is None:
+            return False
+        return result_id in p.result_ids.values() or any(p.result_id(pid) == result_id for pid in p.peers)
+
+    def result_id(self, participant_id: str) -> str:
+        """The id a result about an engine participant is published under."""
+        if self.emotion is not None and self.emotion.is_upload_participant(participant_id):
+            return participant_id
+        return self.participant.result_id(participant_id) if self.participant is not None else participant_id
+
     def _on_result(self, result: EmotionResult) -> None:
         self.telemetry.observe(result)
-        if self.participant is not None:
+        uploaded = self.emotion is not None and self.emotion.is_upload_participant(result.participant_id)
+        if self.participant is not None and not uploaded:
             self.participant.router.route(result)
+        if self.emotion is not None:
+            self.emotion.publish(self.result_id(result.participant_id), result)
         for listener in self.result_listeners:
             listener(result)
 
@@ -86,6 +131,8 @@ class BotService:
 
     async def stop(self) -> None:
         self.telemetry.ready = False
+        if self.emotion is not None:
+            await self.emotion.close()
         if self.participant is not None:
             await self.participant.close()
         if self.engine is not None:

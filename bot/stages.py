@@ -42,8 +42,11 @@ class AudioJob:
 
 @dataclass(frozen=True)
 class AudioOutput:
+    """An embedding, or ``vector=None`` with why: ``no_speech`` when the VAD gated the window."""
+
     vector: np.ndarray | None
     reason: str | None
+    speech_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,18 +92,50 @@ def face_stage(make_extractor: Callable[[], Any]) -> tuple[Callable[[], Any], Ca
     return init, teardown, process
 
 
+def audio_stage_init(vad_threshold: float | None, make_detector: Callable[[], Any] | None = None) -> Callable[[], Any]:
+    """Per-thread state of the audio pool: a speech detector, or None when gating is off.
+
+    ``make_detector`` (tests inject fakes) defaults to Silero VAD at ``vad_threshold``.
+    """
+
+    def init() -> Any:
+        if vad_threshold is None:
+            return None
+        if make_detector is not None:
+            return make_detector()
+        from bot.vad import SpeechDetector
+
+        return SpeechDetector(vad_threshold)
+
+    return init
+
+
 def audio_stage(embedder: Any) -> Callable[[Any, Sequence[AudioJob]], list[AudioOutput]]:
-    """Process function for the audio pool: one batched Wav2Vec2 forward for all pending windows.
+    """Process function for the audio pool: VAD, then one batched Wav2Vec2 forward for the speech.
+
+    ``state`` is the thread's speech detector (see :func:`audio_stage_init`) or None: with a
+    detector, windows without speech are answered ``AudioOutput(None, "no_speech", p)`` and never
+    reach Wav2Vec2; the rest of the batch is embedded in one forward.
 
     The torch model is shared by the audio threads: an eval-mode forward under inference_mode
     mutates nothing, and a second copy of a 12-layer large model would cost ~800 MB.
     """
 
-    def process(_state: Any, jobs: Sequence[AudioJob]) -> list[AudioOutput]:
+    def process(detector: Any, jobs: Sequence[AudioJob]) -> list[AudioOutput]:
         if not jobs:
             return []
-        vectors = embedder.embed([job.samples for job in jobs])
-        return [AudioOutput(np.asarray(v, dtype=np.float32), None) for v in vectors]
+        probs: list[float | None] = [None] * len(jobs)
+        keep = list(range(len(jobs)))
+        if detector is not None:
+            mask, p = detector.is_speech([job.samples for job in jobs])
+            probs = [float(x) for x in p]
+            keep = [i for i in range(len(jobs)) if bool(mask[i])]
+        out = [AudioOutput(None, "no_speech", probs[i]) for i in range(len(jobs))]
+        if keep:
+            vectors = embedder.embed([jobs[i].samples for i in keep])
+            for i, v in zip(keep, vectors, strict=True):
+                out[i] = AudioOutput(np.asarray(v, dtype=np.float32), None, probs[i])
+        return out
 
     return process
 

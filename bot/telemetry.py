@@ -1,20 +1,32 @@
 """The bot's HTTP telemetry: /health, /ready, /stats/json, /stats and Prometheus /metrics.
 
-``/stats/json`` keeps the original emotion service's shape (spec 2.6: generated_at,
-active_participants, per-modality and overall latency summaries) and adds per-participant detail.
+``/stats/json`` keeps the original emotion service's shape (spec 2.6: ``generated_at``,
+``active_participants``, per-modality and ``overall`` latency summaries in ms) and adds the
+engine's view: per participant its profile, sampling rate, queue depths, drops, VAD-gated windows,
+results per second and latency percentiles; per pool its depth and batch-size histogram; the
+throttle's rate and recent events; the process's RSS and CPU.
+
+``/metrics`` is read from the engine at scrape time by a collector, so every counter there is the
+engine's own count (nothing is double-booked), and per-participant series exist only for the
+participants present now (series of departed participants disappear instead of piling up).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from bot.engine import Engine
 from bot.results import EmotionResult
@@ -27,17 +39,18 @@ class LatencyTracker:
 
     def __init__(self, size: int = 500) -> None:
         self.size = size
-        self.values: dict[str, list[float]] = {m: [] for m in (*MODALITIES, "overall")}
+        self.values: dict[str, deque[float]] = {m: deque(maxlen=size) for m in (*MODALITIES, "overall")}
 
     def add(self, modality: str, ms: float) -> None:
         for key in (modality, "overall"):
-            bucket = self.values.setdefault(key, [])
+            bucket = self.values.get(key)
+            if bucket is None:
+                bucket = self.values[key] = deque(maxlen=self.size)
             bucket.append(ms)
-            if len(bucket) > self.size:
-                del bucket[0]
 
     def summary(self, key: str) -> dict[str, Any]:
-        vals = np.asarray(self.values.get(key, []), dtype=np.float64)
+        """n, min, mean, p50, p90, p95, max in ms (1 dp, linear interpolation); {} when empty."""
+        vals = np.asarray(self.values.get(key, ()), dtype=np.float64)
         if vals.size == 0:
             return {}
         return {
@@ -49,6 +62,86 @@ class LatencyTracker:
             "p95": round(float(np.percentile(vals, 95)), 1),
             "max": round(float(vals.max()), 1),
         }
+
+
+class EngineCollector(Collector):
+    """Prometheus view of the engine's counters, read at scrape time."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.telemetry.engine
+        ready = GaugeMetricFamily("hoovik_ready", "1 when models are loaded and the engine runs")
+        ready.add_metric([], 1.0 if self.telemetry.ready else 0.0)
+        yield ready
+        if engine is None:
+            return
+        snap = engine.snapshot()
+        counters: dict[str, int] = snap["counters"]
+
+        participants = GaugeMetricFamily("hoovik_participants", "Participants tracked by the engine")
+        participants.add_metric([], len(snap["participants"]))
+        yield participants
+
+        depth = GaugeMetricFamily("hoovik_queue_depth", "Requests queued or running per pool", labels=["pool"])
+        batches = CounterMetricFamily(
+            "hoovik_pool_batches", "Batches run per pool, by batch size", labels=["pool", "size"]
+        )
+        completed = CounterMetricFamily(
+            "hoovik_pool_requests", "Requests per pool by outcome", labels=["pool", "outcome"]
+        )
+        busy = CounterMetricFamily("hoovik_pool_busy_seconds", "Seconds pool threads spent computing", labels=["pool"])
+        for pool, p in snap["pools"].items():
+            depth.add_metric([pool], p["pending"] + p["inFlight"])
+            for size, n in p["batchSizes"].items():
+                batches.add_metric([pool, size], n)
+            for outcome in ("completed", "failed", "rejected"):
+                completed.add_metric([pool, outcome], p[outcome])
+            busy.add_metric([pool], p["busyS"])
+        yield from (depth, batches, completed, busy)
+
+        fps = GaugeMetricFamily(
+            "hoovik_sampling_fps", "Face sampling rate set by the throttle (frames/s per participant)"
+        )
+        fps.add_metric([], snap["throttle"]["fps"])
+        yield fps
+        events = CounterMetricFamily("hoovik_throttle_events", "Sampling-rate changes by kind", labels=["kind"])
+        events.add_metric(["decrease"], snap["throttle"]["decreases"])
+        events.add_metric(["recover"], snap["throttle"]["recoveries"])
+        yield events
+
+        drops = CounterMetricFamily("hoovik_dropped", "Work dropped because a bounded queue was full", labels=["kind"])
+        for kind in ("face_dropped", "audio_dropped", "inference_dropped"):
+            drops.add_metric([kind.removesuffix("_dropped")], counters.get(kind, 0))
+        yield drops
+        gated = CounterMetricFamily(
+            "hoovik_audio_gated_windows", "Audio windows not embedded, by reason", labels=["reason"]
+        )
+        gated.add_metric(["no_speech"], counters.get("vad_gated", 0))
+        gated.add_metric(["silence"], counters.get("audio_silent", 0))
+        yield gated
+
+        p_results = CounterMetricFamily("hoovik_participant_results", "Results per participant", labels=["participant"])
+        p_gated = CounterMetricFamily(
+            "hoovik_participant_vad_gated_windows", "Windows the VAD gated, per participant", labels=["participant"]
+        )
+        p_frames = CounterMetricFamily(
+            "hoovik_participant_frames_skipped",
+            "Received frames never sampled (newest-frame slot)",
+            labels=["participant"],
+        )
+        p_rate = GaugeMetricFamily(
+            "hoovik_participant_results_per_second", "Result rate over the last 5 s", labels=["participant"]
+        )
+        for p in snap["participants"]:
+            pid = p["participantId"]
+            c = p["counters"]
+            p_results.add_metric([pid], c.get("results", 0))
+            p_gated.add_metric([pid], c.get("vad_gated", 0))
+            p_frames.add_metric([pid], c.get("frames_skipped", 0))
+            p_rate.add_metric([pid], p["resultsPerSecond"])
+        yield from (p_results, p_gated, p_frames, p_rate)
 
 
 class Telemetry:
@@ -67,17 +160,28 @@ class Telemetry:
             buckets=(0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0),
             registry=self.registry,
         )
-        self.m_participants = Gauge("hoovik_participants", "Participants tracked", registry=self.registry)
-        self.m_queue = Gauge("hoovik_queue_depth", "Pool queue depth", ["pool"], registry=self.registry)
-        self.m_fps = Gauge("hoovik_sampling_fps", "Current face sampling rate", registry=self.registry)
-        self.m_drops = Gauge("hoovik_drops", "Dropped work items by kind", ["kind"], registry=self.registry)
-        self.m_ready = Gauge("hoovik_ready", "1 when models are loaded", registry=self.registry)
+        self.m_up = Gauge("hoovik_start_time_seconds", "When this telemetry started (epoch s)", registry=self.registry)
+        self.m_up.set(time.time())
+        self.registry.register(EngineCollector(self))
+        ProcessCollector(registry=self.registry)
         self.extra: Callable[[], dict[str, Any]] | None = None
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # prime: the next call measures since now
 
     def observe(self, result: EmotionResult) -> None:
         self.latency.add(result.modality, result.latency_ms)
         self.m_results.labels(result.modality).inc()
         self.m_latency.labels(result.modality).observe(result.latency_ms / 1000.0)
+
+    def process_stats(self) -> dict[str, Any]:
+        """This process's RSS and CPU% since the previous call (100 = one core)."""
+        with self._process.oneshot():
+            return {
+                "pid": self._process.pid,
+                "rssBytes": int(self._process.memory_info().rss),
+                "cpuPercent": round(self._process.cpu_percent(None), 1),
+                "threads": self._process.num_threads(),
+            }
 
     def stats(self) -> dict[str, Any]:
         snap = self.engine.snapshot() if self.engine is not None else {"participants": []}
@@ -89,26 +193,16 @@ class Telemetry:
             "ready": self.ready,
             "participants": snap["participants"],
             "queues": snap.get("queues", {}),
+            "pools": snap.get("pools", {}),
             "samplingFps": snap.get("samplingFps"),
             "throttle": snap.get("throttle", {}),
+            "vad": snap.get("vad", {}),
             "counters": snap.get("counters", {}),
+            "process": self.process_stats(),
         }
         if self.extra is not None:
             out.update(self.extra())
         return out
-
-    def _refresh_gauges(self) -> None:
-        self.m_ready.set(1 if self.ready else 0)
-        if self.engine is None:
-            return
-        snap = self.engine.snapshot()
-        self.m_participants.set(len(snap["participants"]))
-        for pool, depth in snap["queues"].items():
-            self.m_queue.labels(pool).set(depth)
-        self.m_fps.set(snap["samplingFps"])
-        for kind, value in snap["counters"].items():
-            if kind.endswith("dropped"):
-                self.m_drops.labels(kind).set(value)
 
     def routes(self) -> list[web.RouteDef]:
         async def health(_: web.Request) -> web.Response:
@@ -126,7 +220,6 @@ class Telemetry:
             return web.Response(text=STATS_HTML, content_type="text/html")
 
         async def metrics(_: web.Request) -> web.Response:
-            self._refresh_gauges()
             body = generate_latest(self.registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

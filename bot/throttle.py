@@ -8,19 +8,35 @@ has drained for a while, never below a floor so no participant starves.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
 class ThrottleEvent:
-    wall_time: float
+    """One change of the sampling rate; ``time`` is on the engine's (monotonic) clock."""
+
+    time: float
     kind: str  # "decrease" | "recover"
     fps: float
     queue_depth: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"t": round(self.time, 3), "kind": self.kind, "fps": round(self.fps, 3), "queueDepth": self.queue_depth}
+
 
 class SamplingThrottle:
-    """One shared sampling rate for all participants' face samplers."""
+    """One shared sampling rate for all participants' face samplers.
+
+    Decrease: when the face queue (queued + running jobs) is deeper than ``queue_limit``, the rate
+    is multiplied by ``decrease``, at most once per ``recover_after_s / 2`` so that one burst does
+    not floor it. Recovery: once the queue has stayed at or below half the limit for
+    ``recover_after_s`` (and as long since the last change), the rate grows by ``recover_step``,
+    one step at a time, up to ``target_fps``. The rate never leaves ``[min_fps, target_fps]``.
+    Nothing is sent to clients: a bot cannot make a meeting send less, it samples less.
+    """
 
     def __init__(
         self,
@@ -41,10 +57,9 @@ class SamplingThrottle:
         self.recover_step = recover_step
         self.recover_after_s = recover_after_s
         self.fps = target_fps
-        self._last_change = 0.0
+        self._last_change = -math.inf
         self._calm_since: float | None = None
-        self.events: list[ThrottleEvent] = []
-        self._max_events = max_events
+        self.events: deque[ThrottleEvent] = deque(maxlen=max_events)
         self.decreases = 0
         self.recoveries = 0
 
@@ -62,11 +77,13 @@ class SamplingThrottle:
         if queue_depth <= self.queue_limit // 2:
             if self._calm_since is None:
                 self._calm_since = now
-            if self.fps < self.target_fps and now - max(self._calm_since, self._last_change) >= (self.recover_after_s):
+            if self.fps < self.target_fps and now - max(self._calm_since, self._last_change) >= self.recover_after_s:
                 self.fps = min(self.target_fps, self.fps + self.recover_step)
                 self._last_change = now
                 self.recoveries += 1
                 self._record(ThrottleEvent(now, "recover", self.fps, queue_depth))
+        else:
+            self._calm_since = None  # between half the limit and the limit: neither calm nor overloaded
         return self.fps
 
     @property
@@ -75,5 +92,3 @@ class SamplingThrottle:
 
     def _record(self, event: ThrottleEvent) -> None:
         self.events.append(event)
-        if len(self.events) > self._max_events:
-            del self.events[: len(self.events) - self._max_events]

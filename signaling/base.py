@@ -1,7 +1,7 @@
 """The signaling interface the bot talks to, independent of any wire protocol.
 
 The bot must not care whether it reached a room through our native WebSocket protocol
-(:mod:`signaling.client`) or through Hoovik's Socket.IO protocol (a later adapter). Both produce the
+(:mod:`signaling.client`) or through Hoovik's Socket.IO protocol (:mod:`signaling.hoovik`). Both produce the
 same event dataclasses and implement :class:`SignalingSession`, so ``bot/`` depends only on this
 module. Nothing here imports aiohttp, aiortc or any model code.
 """
@@ -27,6 +27,9 @@ class PeerInfo:
     role: Role
     mic: bool = False
     camera: bool = False
+    user_id: str | None = None
+    """The member's stable identity when it differs from ``peer_id`` (Hoovik: ``meta.userId``, while
+    ``peer_id`` is the Socket.IO id that signals are addressed to). ``None``: ``peer_id`` is stable."""
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -34,13 +37,18 @@ class PeerInfo:
 
 @dataclass(frozen=True, slots=True)
 class PeerJoined:
-    """A member entered the room (also emitted once per member already present at join time)."""
+    """A member entered the room (also emitted once per member already present at join time).
+
+    ``user_id`` (optional, added for Hoovik) is the identity results are reported under; ``peer_id``
+    stays the address for WebRTC signaling. ``None`` means the two are the same.
+    """
 
     peer_id: str
     name: str
     role: Role
     mic: bool
     camera: bool
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

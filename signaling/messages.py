@@ -19,6 +19,9 @@ from typing import Any, ClassVar, TypeAlias, cast
 from signaling.base import ROLES, Role
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+_OMIT_DEFAULT = {"omit_default": True}
+"""Field metadata: leave the field off the wire while it has its default. Optional fields added to
+an existing message this way keep every message that does not use them byte-for-byte unchanged."""
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 128
 MAX_TOKEN_CHARS = 4096
@@ -89,6 +92,8 @@ class ParticipantInfo:
     role: Role
     mic: bool = False
     camera: bool = False
+    analysis: bool = field(default=True, metadata=_OMIT_DEFAULT)
+    """False when the member opted out of emotion analysis (on the wire only then)."""
 
 
 # --- client → server ----------------------------------------------------------------------------
@@ -109,11 +114,15 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class MediaAnnounce:
-    """The sender's own microphone/camera state, broadcast to the room as ``media``."""
+    """The sender's own microphone/camera state, broadcast to the room as ``media``.
+
+    ``analysis`` (optional, default true) is whether the sender agrees to emotion analysis; false
+    tells hosts' pages to show "not analysed" and tells the bot to stop (docs/signaling.md)."""
 
     TYPE: ClassVar[str] = "media"
     mic: bool
     camera: bool
+    analysis: bool = field(default=True, metadata=_OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,7 @@ class MediaUpdate:
     participant_id: str
     mic: bool
     camera: bool
+    analysis: bool = field(default=True, metadata=_OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +269,11 @@ def _wire_name(name: str) -> str:
 
 def _to_wire(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
-        return {_wire_name(f.name): _to_wire(getattr(value, f.name)) for f in fields(value)}
+        return {
+            _wire_name(f.name): _to_wire(getattr(value, f.name))
+            for f in fields(value)
+            if not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
+        }
     if isinstance(value, list | tuple):
         return [_to_wire(v) for v in value]
     return value
@@ -342,6 +356,10 @@ def _bool(o: _Obj, key: str) -> bool:
     return value
 
 
+def _opt_bool(o: _Obj, key: str, default: bool) -> bool:
+    return default if o.get(key) is None else _bool(o, key)
+
+
 def _role(o: _Obj, key: str) -> Role:
     value = _get(o, key)
     if value not in ROLES:
@@ -398,6 +416,7 @@ def _participant_from(value: Any, label: str) -> ParticipantInfo:
         role=_role(p, "role"),
         mic=_bool(p, "mic"),
         camera=_bool(p, "camera"),
+        analysis=_opt_bool(p, "analysis", True),
     )
 
 
@@ -422,7 +441,9 @@ _CLIENT: dict[str, Callable[[_Obj], ClientMessage]] = {
         participant_id=_opt_id(o, "participantId"),
         name=_opt_name(o, "name"),
     ),
-    "media": lambda o: MediaAnnounce(mic=_bool(o, "mic"), camera=_bool(o, "camera")),
+    "media": lambda o: MediaAnnounce(
+        mic=_bool(o, "mic"), camera=_bool(o, "camera"), analysis=_opt_bool(o, "analysis", True)
+    ),
     "offer": lambda o: OfferTo(to=_id(o, "to"), sdp=_sdp(o, "sdp")),
     "answer": lambda o: AnswerTo(to=_id(o, "to"), sdp=_sdp(o, "sdp")),
     "candidate": lambda o: CandidateTo(to=_id(o, "to"), candidate=_candidate(o, "candidate")),
@@ -441,7 +462,10 @@ _SERVER: dict[str, Callable[[_Obj], ServerMessage]] = {
     "joined": lambda o: Joined(participant=_participant(o, "participant")),
     "left": lambda o: Left(participant_id=_id(o, "participantId")),
     "media": lambda o: MediaUpdate(
-        participant_id=_id(o, "participantId"), mic=_bool(o, "mic"), camera=_bool(o, "camera")
+        participant_id=_id(o, "participantId"),
+        mic=_bool(o, "mic"),
+        camera=_bool(o, "camera"),
+        analysis=_opt_bool(o, "analysis", True),
     ),
     "offer": lambda o: OfferFrom(from_=_id(o, "from"), sdp=_sdp(o, "sdp")),
     "answer": lambda o: AnswerFrom(from_=_id(o, "from"), sdp=_sdp(o, "sdp")),

@@ -59,6 +59,7 @@ from signaling.messages import (
     to_json,
 )
 from signaling.tokens import TokenClaims, TokenError, TokenSigner
+from signaling.web import BotLauncherConfig, mount_web
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +223,11 @@ class _Member:
     out: _Outbox
     mic: bool = False
     camera: bool = False
+    analysis: bool = True
     detached: bool = False
 
     def info(self) -> ParticipantInfo:
-        return ParticipantInfo(self.pid, self.name, self.role, self.mic, self.camera)
+        return ParticipantInfo(self.pid, self.name, self.role, self.mic, self.camera, self.analysis)
 
 
 @dataclass(eq=False, slots=True)
@@ -247,7 +249,14 @@ class _Room:
             "name": self.name,
             "createdAt": int(self.created_at),
             "participants": [
-                {"participantId": m.pid, "name": m.name, "role": m.role, "mic": m.mic, "camera": m.camera}
+                {
+                    "participantId": m.pid,
+                    "name": m.name,
+                    "role": m.role,
+                    "mic": m.mic,
+                    "camera": m.camera,
+                    **({} if m.analysis else {"analysis": False}),
+                }
                 for m in self.members.values()
             ],
         }
@@ -449,9 +458,10 @@ class Hub:
                 self._relay(member, to, AnswerFrom(from_=member.pid, sdp=sdp))
             case CandidateTo(to=to, candidate=candidate):
                 self._relay(member, to, CandidateFrom(from_=member.pid, candidate=candidate))
-            case MediaAnnounce(mic=mic, camera=camera):
-                member.mic, member.camera = mic, camera
-                room.broadcast(MediaUpdate(participant_id=member.pid, mic=mic, camera=camera), exclude=member)
+            case MediaAnnounce(mic=mic, camera=camera, analysis=analysis):
+                member.mic, member.camera, member.analysis = mic, camera, analysis
+                update = MediaUpdate(participant_id=member.pid, mic=mic, camera=camera, analysis=analysis)
+                room.broadcast(update, exclude=member)
             case ResultTo(to=to, payload=payload):
                 self._relay_result(member, to, payload)
             case Ping():
@@ -682,10 +692,12 @@ def create_app(
     max_message_bytes: int | None = None,
     room_ttl_s: float | None = None,
     allow_origins: list[str] | frozenset[str] | None = None,
+    bot_launcher: BotLauncherConfig | None = None,
 ) -> web.Application:
-    """Build the signaling application.
+    """Build the signaling application, with the web app (:mod:`signaling.web`) mounted.
 
     ``config`` carries every limit; the keyword shortcuts override single fields of it.
+    ``bot_launcher`` enables "add the bot" (off by default: it starts processes).
     """
     cfg = config or ServerConfig()
     if max_message_bytes is not None:
@@ -707,6 +719,7 @@ def create_app(
     app.router.add_get("/rooms/{room}", _get_room)
     app.router.add_get("/health", _health)
     app.router.add_get("/ws", _ws)
+    mount_web(app, hub, bot_launcher)
     return app
 
 
@@ -721,6 +734,7 @@ class SignalingServer:
         max_message_bytes: int | None = None,
         room_ttl_s: float | None = None,
         allow_origins: list[str] | frozenset[str] | None = None,
+        bot_launcher: BotLauncherConfig | None = None,
     ) -> None:
         self.app = create_app(
             secret,
@@ -728,6 +742,7 @@ class SignalingServer:
             max_message_bytes=max_message_bytes,
             room_ttl_s=room_ttl_s,
             allow_origins=allow_origins,
+            bot_launcher=bot_launcher,
         )
         self._runner: web.AppRunner | None = None
         self._host = "127.0.0.1"

@@ -1,0 +1,60 @@
+// REST calls of the signaling server (docs/signaling.md, docs/web.md), and the links the pages hand out.
+// Every failure becomes an ApiError with the server's error code, so pages can explain it.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function call(method, path, { token, body } = {}) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, "network", "The server cannot be reached. Check your connection and try again.");
+  }
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    const err = new ApiError(resp.status, data?.error ?? `http_${resp.status}`, data?.message ?? resp.statusText);
+    err.body = data;
+    throw err;
+  }
+  return data;
+}
+
+const roomPath = (room) => `/rooms/${encodeURIComponent(room)}`;
+
+export const createRoom = (name) => call("POST", "/rooms", { body: { name } });
+export const mintInvite = (room, hostToken, role, ttlSeconds = 86400) =>
+  call("POST", `${roomPath(room)}/invites`, { token: hostToken, body: { role, ttlSeconds } });
+export const checkInvite = (room, token) => call("POST", "/api/invite", { body: { room, token } });
+export const webConfig = () => call("GET", "/api/web");
+export const launchBot = (room, hostToken) => call("POST", `${roomPath(room)}/bot`, { token: hostToken });
+export const botStatus = (room, hostToken) => call("GET", `${roomPath(room)}/bot`, { token: hostToken });
+
+/** The meeting page for `room`; the token rides in the fragment, which browsers never send to servers. */
+export function meetingLink(room, token) {
+  const url = new URL("/meet", location.origin);
+  url.searchParams.set("room", room);
+  url.hash = `token=${encodeURIComponent(token)}`;
+  return url.href;
+}
+
+export function signalingUrl() {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+}
+
+export function botCommand(room, token) {
+  return `hoovik-bot join --signaling ${signalingUrl()} --room ${room} --token ${token}`;
+}
