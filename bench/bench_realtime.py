@@ -16,7 +16,8 @@ fresh room and a fresh bot. The load generator measures; this script checks the 
 
 * every participant >= 3 results/s (2/s for the ``--sweep`` capacity search);
 * end-to-end latency p50 <= 150 ms and p95 <= 400 ms;
-* no upward latency drift (least-squares slope <= 5 ms/min, last-third p50 <= first-third + 20 ms);
+* no upward latency drift: the p50 of the last third of the run is at most max(20 ms, 10 %) above
+  the first third's (the least-squares slope is reported too; over a short run it is mostly noise);
 * bot RSS flat within 5 % after the warm-up.
 
 The machine's load average is recorded before and during each run; with ``--wait-load`` the run
@@ -52,8 +53,8 @@ TARGET_RATE = 3.0
 SWEEP_RATE = 2.0
 TARGET_P50_MS = 150.0
 TARGET_P95_MS = 400.0
-MAX_DRIFT_MS_PER_MIN = 5.0
 MAX_THIRDS_RISE_MS = 20.0
+MAX_THIRDS_RISE_FRACTION = 0.10
 MAX_RSS_DEVIATION_PCT = 5.0
 
 
@@ -192,14 +193,16 @@ def check(summary: dict[str, Any], min_rate: float) -> dict[str, Any]:
     drift = summary.get("e2eDrift", {})
     rss = summary.get("resources", {}).get("botRssMiB", {})
     rate = summary.get("rate", {}).get("min", 0.0)
-    rise = drift.get("p50LastThird", 0.0) - drift.get("p50FirstThird", 0.0)
+    first = drift.get("p50FirstThird", 0.0)
+    rise = drift.get("p50LastThird", 0.0) - first
+    allowed = max(MAX_THIRDS_RISE_MS, MAX_THIRDS_RISE_FRACTION * first)
     return {
         f"every participant >= {min_rate:g} results/s": (rate, rate >= min_rate),
         f"e2e p50 <= {TARGET_P50_MS:g} ms": (e2e.get("p50"), e2e.get("p50", 1e9) <= TARGET_P50_MS),
         f"e2e p95 <= {TARGET_P95_MS:g} ms": (e2e.get("p95"), e2e.get("p95", 1e9) <= TARGET_P95_MS),
         "no upward latency drift": (
-            f"{drift.get('slopeMsPerMin')} ms/min, thirds +{rise:.1f} ms",
-            drift.get("slopeMsPerMin", 1e9) <= MAX_DRIFT_MS_PER_MIN and rise <= MAX_THIRDS_RISE_MS,
+            f"last third {rise:+.1f} ms vs first (allowed +{allowed:.0f}); slope {drift.get('slopeMsPerMin')} ms/min",
+            bool(drift) and rise <= allowed,
         ),
         f"RSS flat within {MAX_RSS_DEVIATION_PCT:g} %": (
             f"{rss.get('maxDeviationPct')} %",
@@ -211,7 +214,8 @@ def check(summary: dict[str, Any], min_rate: float) -> dict[str, Any]:
 def report(runs: list[dict[str, Any]]) -> str:
     lines = [
         f"{'N':>3} {'spk':>3} {'prec':>5} {'s':>5} {'min/s':>6} {'mean/s':>6} {'e2e p50':>8} {'e2e p95':>8} "
-        f"{'e2e max':>8} {'bot p50':>8} {'drift':>7} {'RSS dev':>7} {'CPU%':>6} {'thr-':>4} {'drops':>5} {'load1':>6}",
+        f"{'e2e max':>8} {'bot p50':>8} {'drift':>7} {'RSS dev':>7} {'CPU%':>6} {'oth%':>5} {'thr-':>4} {'drops':>5} "
+        f"{'load1':>6}",
     ]
     for s in runs:
         o = s["options"]
@@ -226,7 +230,8 @@ def report(runs: list[dict[str, Any]]) -> str:
             f"{e.get('p95', float('nan')):>8.1f} {e.get('max', float('nan')):>8.1f} {b.get('p50', float('nan')):>8.1f} "
             f"{s.get('e2eDrift', {}).get('slopeMsPerMin', float('nan')):>7.2f} "
             f"{res.get('botRssMiB', {}).get('maxDeviationPct', float('nan')):>6.2f}% "
-            f"{res.get('botCpuPercent', {}).get('mean', float('nan')):>6.1f} {thr:>4} {drops:>5} "
+            f"{res.get('botCpuPercent', {}).get('mean', float('nan')):>6.1f} "
+            f"{res.get('otherCpuPercent', {}).get('mean', float('nan')):>5.1f} {thr:>4} {drops:>5} "
             f"{res.get('load1', {}).get('mean', float('nan')):>6.2f}"
         )
     return "\n".join(lines)

@@ -46,9 +46,7 @@ def measure(runner: TransformerRunner, batch: int, iters: int, warmup: int) -> f
 
 
 def main(argv: Sequence[str] | None = None) -> dict[int, float]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (golden: 2)")
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)

@@ -47,7 +47,11 @@ def _config(args: argparse.Namespace) -> BotConfig:
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file")
-    p.add_argument("--bundle", help="model bundle directory (default: the untrained demo bundle)")
+    p.add_argument(
+        "--bundle",
+        help="model bundle directory (default: the shipped starter bundle; 'untrained': the untrained demo "
+        "bundle, for tests)",
+    )
     p.add_argument("--audio-model", help="Wav2Vec2 hub id or local directory ('untrained' for a stand-in)")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="Wav2Vec2 precision")
     p.add_argument("--face-asset", help="path to face_landmarker.task")

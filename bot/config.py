@@ -49,7 +49,9 @@ class EngineConfig:
 class ModelConfig:
     """Where the models come from."""
 
-    bundle: str = ""  # a bundle directory; empty = the embedded untrained demo bundle
+    bundle: str = (
+        ""  # a bundle directory; empty or "starter" = the shipped starter bundle; "untrained" = the demo bundle (tests)
+    )
     audio_model: str = "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim"
     audio_precision: Precision = "fp32"
     face_asset: str = ""  # empty = located by models.assets (config, cache, ../shared/models)

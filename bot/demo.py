@@ -1,6 +1,6 @@
 """``hoovik-bot demo``: a whole meeting on this machine with no outside services.
 
-It starts the embedded signaling server, creates a room, starts the bot (on the untrained demo
+It starts the embedded signaling server, creates a room, starts the bot (on the shipped starter
 bundle unless ``--bundle`` is given), and N simulated participants that stream real clips (from
 ../shared/media when present, or files the user passes) or generated media. It prints a live
 per-participant table, then a summary; ``--json`` writes the summary.
@@ -16,6 +16,7 @@ import os
 import secrets
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -179,10 +180,15 @@ def _summary(sims: list[SimulatedParticipant], started: float, desc: dict[str, A
         lat = np.asarray([r.arrived_wall * 1000 - r.message["capturedAt"] for r in own if r.message.get("capturedAt")])
         first = own[0].arrived_wall if own else started
         span = (own[-1].arrived_wall - first) if len(own) > 1 else 0.0
+        labels = Counter(str((r.message.get("result") or {}).get("emotion")) for r in own)
         parts.append(
             {
                 "participantId": sim.participant_id,
                 "role": sim.role,
+                "clip": Path(sim.clip.source).name,
+                # How often each label was the headline: with a trained bundle, the clip's emotion
+                # should lead (e.g. the CREMA-D angry clip → angry).
+                "emotions": dict(labels.most_common()),
                 "results": len(own),
                 "resultsPerSecond": round((len(own) - 1) / span, 3) if span > 0 else 0.0,
                 "profilesSeen": sorted({str(m) for r in own if (m := (r.message.get("result") or {}).get("modality"))}),
@@ -208,12 +214,15 @@ def _summary(sims: list[SimulatedParticipant], started: float, desc: dict[str, A
 def _summary_text(summary: dict[str, Any]) -> str:
     lines = [
         f"summary: {summary['durationS']} s, bundle {summary['bundleId']} trained={summary['trained']}",
-        f"{'participant':<12}{'results':>8}{'rate/s':>8}{'p50 ms':>8}{'p95 ms':>8}  profiles",
+        f"{'participant':<12}{'results':>8}{'rate/s':>8}{'p50 ms':>8}{'p95 ms':>8}  {'profiles':<22}emotions (clip)",
     ]
     for p in summary["participants"]:
         lat = p["latencyMs"]
+        total = max(1, sum(p["emotions"].values()))
+        shares = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in list(p["emotions"].items())[:3])
         lines.append(
             f"{p['participantId']:<12}{p['results']:>8}{p['resultsPerSecond']:>8.2f}"
-            f"{lat.get('p50', float('nan')):>8.1f}{lat.get('p95', float('nan')):>8.1f}  {','.join(p['profilesSeen'])}"
+            f"{lat.get('p50', float('nan')):>8.1f}{lat.get('p95', float('nan')):>8.1f}  "
+            f"{','.join(p['profilesSeen']):<22}{shares} ({p['clip']})"
         )
     return "\n".join(lines)

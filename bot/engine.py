@@ -8,25 +8,25 @@ Thread map (see docs/engine.md):
 - inference pool (1 thread): one batched predictor call for every participant that is ready.
 
 Scheduling. Every participant has a step every ``result_interval_s`` (0.3 s) on a fixed phase.
-A step samples the newest video frame (face pool) and the newest 0.6 s of audio (audio pool) *at
-the step*, waits for both (the face for at most ``face_wait_s``), then submits its predictor
-inputs. Sampling at the step, rather than on an independent 5 fps clock, is what keeps results
-fresh: the newest frame a result uses is at most one frame interval old when the step starts,
-instead of up to a whole sampling period older (measured p50 latency drops by ~100 ms). It is
-also what the original's pump did (one frame per iteration) and close to the offline training
-spacing (10 frames over a ~3 s clip). So the face sampling rate is at most one frame per step
-(3.33 fps); the throttle lowers it below that by skipping the face on some steps.
+A step queues a face job (the face thread takes the newest received frame when it *starts* the
+job, so time spent queued never ages the frame) and the newest 0.6 s of audio (audio pool), waits
+for both (the face for at most ``face_wait_s``), then submits its predictor inputs. Sampling at
+the step, rather than on an independent 5 fps clock, is what keeps results fresh: the newest
+frame a result uses is at most one frame interval old when its face job starts, instead of up to
+a whole sampling period older (up to 200 ms, ~100 ms on average, at 5 fps). It is also what the
+original's pump did (one frame per iteration) and close to the offline training spacing (10
+frames over a ~3 s clip). So the face sampling rate is at most one frame per step (3.33 fps); the throttle
+lowers it below that by skipping the face on some steps.
 
 Grouping. Participants are placed on ``phase_slots`` phases of the period (a 25 ms grid) in
-groups of at most ``face_queue_limit`` (3): the steps of a group start on the same tick, sample
-their faces together (a burst the face pool clears in one or two face times, and never deeper
-than the throttle's limit), submit their audio windows together (``submit_many``: one Wav2Vec2
-forward) and their predictor inputs together (one predictor call per group, held until every
-member is ready, at most ``batch_hold_s``). Speakers (speech within the last ``SPEECH_HOLD_S``)
-are grouped with speakers, so that their windows share a forward; a participant who starts or
-stops speaking moves to a group of its kind at its next step, never later than one period.
-Groups are spread farthest-first over the grid so that the face and audio work of the period is
-spread evenly instead of arriving at once.
+groups of at most ``group_size`` (8): the steps of a group start on the same tick, sample their
+faces together, submit their audio windows together (``submit_many``: one Wav2Vec2 forward) and
+their predictor inputs together (one predictor call per group, held until every member is ready,
+which the face wait bounds). The predictor's cost hardly grows with the batch, so this is what keeps
+inference cheap. Speakers (speech within the last ``SPEECH_HOLD_S``) are grouped with speakers, so
+that their windows share a forward and the silent do not wait for it; a participant who starts or
+stops speaking moves to a group of its kind at its next step, never later than one period. Groups
+are spread farthest-first over the grid, so that the work of the period arrives evenly.
 
 Time is explicit: every input carries its media time (from the frame's pts) and the engine reads
 time from two injectable clocks (``clock`` monotonic for scheduling, ``wall_clock`` for the
@@ -40,6 +40,7 @@ import contextlib
 import functools
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,12 +53,13 @@ from bot.config import EngineConfig
 from bot.pools import BatchWorkerPool, PoolClosed, PoolFull
 from bot.profiles import audio_live, face_live, profile_of, stream_fresh
 from bot.results import EmotionResult
-from bot.slots import AudioRing, LatestSlot
+from bot.slots import AudioRing
 from bot.stages import (
     AudioJob,
     AudioOutput,
     FaceJob,
     FaceOutput,
+    FrameItem,
     InferenceJob,
     audio_stage,
     audio_stage_init,
@@ -65,8 +67,10 @@ from bot.stages import (
     inference_stage,
 )
 from bot.throttle import SamplingThrottle
-from models.constants import AUDIO_DIM, AUDIO_WINDOW_SAMPLES, FACE_DIM, NEUTRAL_LABEL, SAMPLE_RATE
-from models.sequence import NormStats, RollingSequence, assemble_inputs
+from models.constants import NEUTRAL_LABEL, SAMPLE_RATE
+from models.extractors import REFERENCE_AUDIO, REFERENCE_FACE
+from models.family import FeaturePlan
+from models.sequence import Normaliser, NormStats, RollingSequence, assemble_inputs
 from models.smoothing import EmaSmoother
 
 log = logging.getLogger(__name__)
@@ -81,12 +85,49 @@ PHASE_SLOTS = 12
 # A participant counts as a speaker for this long after its last window with speech (so that it
 # is not regrouped at every pause between words).
 SPEECH_HOLD_S = 2.0
-# The longest a group's first ready predictor input waits for the rest of the group.
-BATCH_HOLD_S = 0.05
+# How long a group's first ready predictor input may wait for the rest, beyond the face wait
+# (members are bounded by the face wait anyway; this only covers scheduling slack).
+BATCH_HOLD_SLACK_S = 0.05
+# Participants per group. The predictor's cost is nearly flat in the batch size (production size,
+# one core: ~19 ms for 1 row, ~28 ms for 3, ~35 ms for 10; XGBoost's 18,900 trees dominate), so few
+# large groups cost far less inference than many small ones; a group's face burst (8 frames on 2
+# threads, ~30 ms) is cleared long before the next group arrives.
+GROUP_SIZE = 8
 # Face jobs one participant may have queued or running; more would only queue stale frames.
 MAX_FACE_IN_FLIGHT = 1
 # Window over which per-participant rates are computed for telemetry.
 RATE_WINDOW_S = 5.0
+
+
+class FrameBox:
+    """The newest received frame of one participant, handed from the loop to a face thread.
+
+    The loop puts every received frame (a reference; an untaken older one is replaced and counted
+    by the caller); the face thread takes it when it *starts* the job, so queueing in the face
+    pool never makes the analysed frame older. A lock makes put/take/clear atomic across threads.
+    """
+
+    __slots__ = ("_item", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: FrameItem | None = None
+
+    def put(self, item: FrameItem) -> None:
+        with self._lock:
+            self._item = item
+
+    def take(self) -> FrameItem | None:
+        with self._lock:
+            item, self._item = self._item, None
+        return item
+
+    def peek(self) -> FrameItem | None:
+        return self._item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._item = None
 
 
 @dataclass
@@ -117,10 +158,11 @@ class ParticipantState:
     audio_seq: RollingSequence
     audio_ring: AudioRing
     smoother: EmaSmoother
+    norm: Normaliser
     slot: int = 0
     speaker: bool = False
     speech_last: float | None = None
-    video_slot: LatestSlot[tuple[Any, float, float]] = field(default_factory=LatestSlot)
+    video_slot: FrameBox = field(default_factory=FrameBox)
     video_last_wall: float | None = None
     audio_last_wall: float | None = None
     face_last_wall: float | None = None
@@ -165,7 +207,8 @@ class Engine:
         config: EngineConfig,
         *,
         predictor: Any,
-        norm: NormStats,
+        norm: NormStats | None = None,
+        features: FeaturePlan | None = None,
         make_face_extractor: Callable[[], Any],
         audio_embedder: Any,
         bundle: BundleInfo,
@@ -175,12 +218,19 @@ class Engine:
         wall_clock: Callable[[], float] = time.time,
         phase_slots: int = PHASE_SLOTS,
         face_wait_s: float | None = None,
-        batch_hold_s: float = BATCH_HOLD_S,
+        batch_hold_s: float | None = None,
+        group_size: int = GROUP_SIZE,
     ) -> None:
         if phase_slots < 1:
             raise ValueError("phase_slots must be >= 1")
         self.config = config
-        self.norm = norm
+        if features is None:
+            if norm is None:
+                raise ValueError("pass the bundle's feature plan (or, for the reference family, its norm stats)")
+            fixed = norm
+            features = FeaturePlan(REFERENCE_FACE, REFERENCE_AUDIO, MIN_LIVE_SAMPLES, lambda: fixed)
+        # What the bundle declares: extractor dims, the audio window, one normaliser per participant.
+        self.features = features
         self.bundle = bundle
         self.on_result = on_result
         self.clock = clock
@@ -190,8 +240,11 @@ class Engine:
         # A step waits for its face at most this long after it started; a later face counts
         # from the next step (the step never stalls on a slow face pool).
         self.face_wait_s = self.interval / 2 if face_wait_s is None else face_wait_s
-        self.batch_hold_s = batch_hold_s
-        self.group_size = max(1, config.face_queue_limit)
+        # Splitting a group's predictor call costs a whole extra call (the cost hardly depends on
+        # the batch size), so the first ready member waits for the others: they are bounded by the
+        # face wait, and the hold only covers scheduling slack beyond it.
+        self.batch_hold_s = self.face_wait_s + BATCH_HOLD_SLACK_S if batch_hold_s is None else batch_hold_s
+        self.group_size = max(1, group_size)
         self.participants: dict[str, ParticipantState] = {}
         # One face per step at most, so the sampling ceiling is the step rate.
         self.max_fps = min(config.target_fps, 1.0 / self.interval)
@@ -209,7 +262,7 @@ class Engine:
             f_process,
             threads=config.face_threads,
             max_batch=1,
-            max_pending=max(8, 4 * config.face_queue_limit),
+            max_pending=max(2 * self.group_size, 4 * config.face_queue_limit),
             init=f_init,
             teardown=f_teardown,
         )
@@ -270,9 +323,10 @@ class Engine:
             mic_on=mic,
             camera_on=camera,
             analysed=True,
-            face_seq=RollingSequence(FACE_DIM, cfg.seq_len),
-            audio_seq=RollingSequence(AUDIO_DIM, cfg.seq_len),
-            audio_ring=AudioRing(int(cfg.audio_buffer_s * SAMPLE_RATE)),
+            face_seq=RollingSequence(self.features.face_dim, cfg.seq_len),
+            audio_seq=RollingSequence(self.features.audio_dim, cfg.seq_len),
+            audio_ring=AudioRing(int(max(cfg.audio_buffer_s, self.features.audio.window_s or 0.0) * SAMPLE_RATE)),
+            norm=self.features.new_normaliser(),
             smoother=EmaSmoother(
                 alpha=cfg.ema_alpha,
                 confidence_threshold=cfg.confidence_threshold,
@@ -311,6 +365,31 @@ class Engine:
             return max(free, key=lambda k: (min(min((k - o) % n, (o - k) % n) for o in members), -k))
         return min(range(self.phase_slots), key=lambda k: (len(members.get(k, ())), k))
 
+    def _consolidate(self, st: ParticipantState) -> None:
+        """Move into a group of the same kind that is at least as large as this one (and has room).
+
+        Groups shrink when members leave or change kind; merging small groups keeps one predictor
+        call per group few. Moving only towards a group at least as large as one's own never
+        oscillates.
+        """
+        sizes: dict[int, int] = {}
+        for other in self.participants.values():
+            if other is not st and other.speaker == st.speaker:
+                sizes[other.slot] = sizes.get(other.slot, 0) + 1
+        own = sizes.get(st.slot, 0) + 1
+        targets = [
+            k
+            for k, n in sizes.items()
+            if k != st.slot and n >= own and n < self.group_size and not self._mixed(k, st.speaker)
+        ]
+        if targets:
+            st.slot = max(targets, key=lambda k: (sizes[k], -k))
+            st.count("regrouped")
+
+    def _mixed(self, slot: int, speaker: bool) -> bool:
+        """Whether the slot holds a participant of the other kind."""
+        return any(o.slot == slot and o.speaker != speaker for o in self.participants.values())
+
     def _slot_time_after(self, slot: int, t: float) -> float:
         """The first time strictly after ``t`` (by at most one period) on ``slot``'s phase."""
         offset = self.started_at + slot * self.interval / self.phase_slots
@@ -346,6 +425,8 @@ class Engine:
             return
         st.analysed = enabled
         if not enabled:
+            # The running speaker statistics are derived from the participant's voice: gone too.
+            st.norm = self.features.new_normaliser()
             st.face_seq.clear()
             st.audio_seq.clear()
             st.audio_ring.clear()
@@ -420,12 +501,14 @@ class Engine:
                 st.speaker = speaker
                 st.slot = self._choose_slot(st, speaker)
                 st.count("regrouped")
+            else:
+                self._consolidate(st)
             st.next_due = self._slot_time_after(st.slot, due)
             st.step_running = True
             if cohort is None:
                 # The throttle sees the face queue as a new group finds it: what earlier groups
-                # left behind. A group's own burst (at most group_size jobs, cleared in one or two
-                # face times) is not a backlog; jobs still queued when the next group arrives are.
+                # left behind. A group's own burst (cleared within a few face times) is not a
+                # backlog; jobs still queued when the next group arrives are.
                 self.throttle.observe(self.face_pool.depth, now)
                 cohort = _Cohort(self)
             task = asyncio.create_task(self._step(st, cohort), name=f"step-{st.pid}")
@@ -473,7 +556,7 @@ class Engine:
             if not (face_active or audio_active):
                 st.profile = None
                 return
-            xf, xa, fm, am = assemble_inputs(st.face_seq, st.audio_seq, face_active, audio_active, self.norm)
+            xf, xa, fm, am = assemble_inputs(st.face_seq, st.audio_seq, face_active, audio_active, st.norm)
             st.inference_in_flight += 1
             try:
                 pred = await batch.add(member, InferenceJob(st.pid, xf, xa, fm, am))
@@ -503,11 +586,10 @@ class Engine:
         if st.face_in_flight >= MAX_FACE_IN_FLIGHT:
             st.count("face_busy")
             return None
-        item = st.video_slot.take()
-        if item is None:
+        if st.video_slot.peek() is None:
             return None
-        frame, media_time, wall = item
-        job = FaceJob(st.pid, frame, media_time, wall)
+        # The face thread takes the newest frame when it starts the job (see FrameBox).
+        job = FaceJob(st.pid, None, 0.0, 0.0, source=st.video_slot.take)
         try:
             fut = self.face_pool.submit(job)
         except (PoolFull, PoolClosed):
@@ -534,10 +616,11 @@ class Engine:
             return
         if not (st.camera_on and st.analysed):
             return
-        st.face_seq.append(out.vector, job.media_time)
+        media_time = job.media_time if out.media_time is None else out.media_time
+        st.face_seq.append(out.vector, media_time)
         st.face_last_wall = self.clock()
-        st.face_last_media = job.media_time
-        st.face_last_captured = job.wall_time
+        st.face_last_media = media_time
+        st.face_last_captured = job.wall_time if out.wall_time is None else out.wall_time
         st.count("faces")
 
     def _submit_audio(
@@ -546,9 +629,9 @@ class Engine:
         """Queue the newest 0.6 s window, unless the stream is stale, too short or digital silence."""
         if not (st.mic_on and st.analysed) or not self._audio_stream_live(st, now):
             return None
-        if len(st.audio_ring) < MIN_LIVE_SAMPLES:
+        if len(st.audio_ring) < self.features.min_audio_samples:
             return None
-        window = st.audio_ring.window(AUDIO_WINDOW_SAMPLES)
+        window = st.audio_ring.window(self.features.window_samples)
         if float(np.std(window.samples)) < SILENCE_STD:
             st.count("audio_silent")
             self._count("audio_silent")
@@ -583,6 +666,7 @@ class Engine:
             st.count("vad_gated")
             self._count("vad_gated")
             return
+        st.norm.observe_audio(out.vector)
         st.audio_seq.append(out.vector, window.end_media_time)
         st.audio_emb_last_wall = self.clock()
         st.audio_emb_media = window.end_media_time

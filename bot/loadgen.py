@@ -65,7 +65,16 @@ log = logging.getLogger(__name__)
 VIDEO_CLOCK = 90000
 AUDIO_FRAME = 960  # 20 ms at 48 kHz
 MEDIA_EXTENSIONS = (".flv", ".mp4", ".mkv", ".webm", ".mov", ".avi")
-SEND_LOG_S = 120.0  # how far back send times are kept (results arrive well within this)
+SEND_LOG_S = 120.0
+POOL_KEYS = (
+    "batchSizes",
+    "completed",
+    "failed",
+    "rejected",
+    "meanWaitMs",
+    "busyS",
+    "cpuS",
+)  # how far back send times are kept (results arrive well within this)
 
 Sender = Literal["preencoded", "live"]
 
@@ -306,8 +315,12 @@ def prepare_clips(paths: Sequence[Path], width: int, height: int, fps: float, se
 
 @dataclass
 class Arrival:
+    """A result as it arrived; ``sent`` is the send time of the newest frame it used, looked up on
+    arrival (the send logs only keep the last ``SEND_LOG_S`` seconds)."""
+
     wall: float
     message: dict[str, Any]
+    sent: float | None = None
 
 
 @dataclass
@@ -424,7 +437,7 @@ class LoadParticipant:
         if message.get("participantId") != self.participant_id:
             self.others += 1  # a host also receives everyone else's results
             return
-        self.results.append(Arrival(time.time(), message))
+        self.results.append(Arrival(time.time(), message, self.send_time(message)))
 
     def send_time(self, message: dict[str, Any]) -> float | None:
         """When the newest frame this result used left our track (see the module docstring)."""
@@ -469,6 +482,7 @@ class Sample:
     bot_cpu: float | None
     bot_rss: int | None
     loadgen_cpu: float
+    system_cpu: float  # the whole machine, 100 = one core (so others = system - bot - loadgen)
     load1: float
 
 
@@ -492,6 +506,8 @@ class Monitor:
         if bot is not None:
             bot.cpu_percent(None)
         me.cpu_percent(None)
+        psutil.cpu_percent(None)
+        ncpu = psutil.cpu_count() or 1
         self.t0 = time.time()
         next_stats = 0.0
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
@@ -506,7 +522,8 @@ class Monitor:
                     except psutil.Error:
                         bot = None
                 if len(self.samples) < self.max_samples:
-                    self.samples.append(Sample(now, cpu, rss, me.cpu_percent(None), os.getloadavg()[0]))
+                    system = psutil.cpu_percent(None) * ncpu
+                    self.samples.append(Sample(now, cpu, rss, me.cpu_percent(None), system, os.getloadavg()[0]))
                 if self.stats_url and now >= next_stats:
                     next_stats = now + self.stats_every
                     stats = await self.fetch(http)
@@ -555,6 +572,7 @@ class LoadgenOptions:
     with_host: bool = False
     quiet: bool = False
     connect_timeout: float = 60.0
+    join_interval: float = 0.5
 
 
 async def run_loadgen(opts: LoadgenOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
@@ -599,6 +617,10 @@ async def run_loadgen(opts: LoadgenOptions, out: TextIO = sys.stdout) -> dict[st
             )
             await part.start()
             parts.append(part)
+            # People join a meeting one after another; N DTLS handshakes at once on a small
+            # machine would be a start-up burst no meeting produces.
+            if i + 1 < opts.participants and opts.join_interval > 0:
+                await asyncio.sleep(opts.join_interval)
         deadline = time.time() + opts.connect_timeout
         while not all(p.connected_at for p in parts):
             if time.time() > deadline:
@@ -697,7 +719,7 @@ def summarise(
         bot_side = [a.wall * 1000 - a.message["capturedAt"] for a in arrivals if a.message.get("capturedAt")]
         e2e = []
         for a in arrivals:
-            sent = p.send_time(a.message)
+            sent = a.sent
             if sent is None:
                 unmapped += 1
                 continue
@@ -751,16 +773,21 @@ def summarise(
     if lg:
         resources["loadgenCpuPercent"] = {"mean": round(float(np.mean(lg)), 1), "max": round(float(np.max(lg)), 1)}
     resources["load1"] = {"mean": round(float(np.mean([s.load1 for s in samples])), 2)} if samples else {}
+    if samples:
+        # CPU used by everything else on the machine (other users, the signaling server), 100 = one core.
+        others = [max(0.0, s.system_cpu - (s.bot_cpu or 0.0) - s.loadgen_cpu) for s in samples]
+        resources["systemCpuPercent"] = {"mean": round(float(np.mean([s.system_cpu for s in samples])), 1)}
+        resources["otherCpuPercent"] = {
+            "mean": round(float(np.mean(others)), 1),
+            "p95": round(float(np.percentile(others, 95)), 1),
+        }
     rates = [float(r["resultsPerSecond"]) for r in rows]
     bot: dict[str, Any] = {}
     if final_stats:
         bot = {
             "throttle": final_stats.get("throttle"),
             "counters": final_stats.get("counters"),
-            "pools": {
-                k: {kk: v.get(kk) for kk in ("batchSizes", "completed", "failed", "rejected", "meanWaitMs", "busyS")}
-                for k, v in (final_stats.get("pools") or {}).items()
-            },
+            "pools": {k: {kk: v.get(kk) for kk in POOL_KEYS} for k, v in (final_stats.get("pools") or {}).items()},
             "overall": final_stats.get("overall"),
             "model": final_stats.get("model"),
             "participantDrops": {p["participantId"]: p.get("drops", {}) for p in final_stats.get("participants", [])},
@@ -839,6 +866,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"RSS {rss.get('start', math.nan)} -> {rss.get('end', math.nan)} MiB "
         f"(max dev {rss.get('maxDeviationPct', math.nan)}%); "
         f"loadgen CPU mean {res.get('loadgenCpuPercent', {}).get('mean', math.nan)}%; "
+        f"other processes CPU mean {res.get('otherCpuPercent', {}).get('mean', math.nan)}%; "
         f"load1 {res.get('load1', {}).get('mean')}"
     )
     bot = s.get("bot") or {}
@@ -853,7 +881,7 @@ def format_summary(s: dict[str, Any]) -> str:
         for name, p in (bot.get("pools") or {}).items():
             lines.append(
                 f"pool {name:<9} batches {p.get('batchSizes')} mean wait {p.get('meanWaitMs')} ms "
-                f"busy {p.get('busyS')} s"
+                f"busy {p.get('busyS')} s, CPU {p.get('cpuS')} s"
             )
     return "\n".join(lines)
 
@@ -880,6 +908,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--bot-pid", type=int, help="the bot's process id (CPU and RSS via psutil)")
     p.add_argument("--bot-stats", help="the bot's /stats/json URL (throttle, drops, batches)")
     p.add_argument("--with-host", action="store_true", help="the first participant joins as the host")
+    p.add_argument("--join-interval", type=float, default=0.5, help="seconds between two participants joining")
     p.add_argument("--json", help="write the summary as JSON to this file")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=_handler)
@@ -904,6 +933,7 @@ def _handler(args: argparse.Namespace) -> int:
         json_path=args.json,
         with_host=args.with_host,
         quiet=args.quiet,
+        join_interval=args.join_interval,
     )
     asyncio.run(run_loadgen(opts))
     return 0

@@ -49,6 +49,7 @@ class PoolStats:
     rejected: int = 0
     batches: int = 0
     busy_s: float = 0.0
+    cpu_s: float = 0.0
     wait_s: float = 0.0
     max_wait_s: float = 0.0
     batch_sizes: dict[int, int] = field(default_factory=dict)
@@ -61,6 +62,7 @@ class PoolStats:
             "rejected": self.rejected,
             "batches": self.batches,
             "busyS": round(self.busy_s, 3),
+            "cpuS": round(self.cpu_s, 3),
             "meanWaitMs": round(1000 * self.wait_s / self.completed, 2) if self.completed else 0.0,
             "maxWaitMs": round(1000 * self.max_wait_s, 2),
             "batchSizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
@@ -250,6 +252,7 @@ class BatchWorkerPool(Generic[Req, Res]):
             self._in_flight += len(batch)
         live = [job for job in batch if not job.future.cancelled()]
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         waited = [t0 - job.submitted_at for job in live]
         try:
             results: Sequence[Any] = self._process(state, [job.request for job in live]) if live else []
@@ -260,10 +263,13 @@ class BatchWorkerPool(Generic[Req, Res]):
             log.exception("%s: batch of %d failed", self.name, len(live))
             results, error = [], exc
         elapsed = time.perf_counter() - t0
+        # CPU time of this thread only: what the stage costs, whatever else competes for the cores.
+        cpu = time.thread_time() - c0
         with self._lock:
             self._in_flight -= len(batch)
             self.stats.batches += 1
             self.stats.busy_s += elapsed
+            self.stats.cpu_s += cpu
             if waited:
                 self.stats.wait_s += sum(waited)
                 self.stats.max_wait_s = max(self.stats.max_wait_s, max(waited))

@@ -1,4 +1,8 @@
-"""Model loading for a bot process: bundle, predictor, Wav2Vec2 and the face asset, from config.
+"""Model loading for a bot process: bundle, predictor, the declared extractors and the face asset.
+
+The bundle decides what runs: its manifest declares the face and audio extractors, and its family
+the predictor (``models.family``). With no ``--bundle`` the shipped starter bundle is used; the
+untrained demo bundle only by explicit choice (``--bundle untrained``, for tests).
 
 The runtime is honest about what it runs: ``trained`` is false whenever the bundle is untrained or
 the audio model had to be replaced by an untrained stand-in (no weights offline), and that flag is
@@ -8,6 +12,7 @@ carried into every result.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,35 +24,63 @@ from bot.config import BotConfig, Precision
 from bot.engine import BundleInfo
 from models.assets import cache_dir, locate_face_asset
 from models.audio import AudioEmbedder
-from models.bundle import Bundle, load_bundle
-from models.predictor import Predictor
+from models.bundle import Bundle
+from models.extractors import AudioExtractor, FaceExtractor, starter_audio_extractor
+from models.family import BatchPredictor, FeaturePlan, LoadedBundle, load_any_bundle, wrap_reference
+from models.starter.shipped import starter_bundle_dir
 from models.untrained import ensure_demo_bundle, untrained_wav2vec2
+
+# ``--bundle`` values that name a built-in bundle rather than a directory.
+STARTER = "starter"
+UNTRAINED = "untrained"
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
-    bundle: Bundle
-    predictor: Predictor
-    audio: AudioEmbedder
+    """The loaded models of one bot process (a reference :class:`Bundle` is wrapped on construction)."""
+
+    bundle: LoadedBundle | Bundle
+    predictor: BatchPredictor
+    audio: AudioExtractor
     face_asset: Path
     audio_description: str
     audio_trained: bool
 
+    def __post_init__(self) -> None:
+        if isinstance(self.bundle, Bundle):
+            self.bundle = wrap_reference(self.bundle)
+
+    @property
+    def loaded(self) -> LoadedBundle:
+        assert isinstance(self.bundle, LoadedBundle)
+        return self.bundle
+
     @property
     def trained(self) -> bool:
-        return self.bundle.trained and self.audio_trained
+        return self.loaded.trained and self.audio_trained
 
     @property
     def info(self) -> BundleInfo:
-        return BundleInfo(self.bundle.bundle_id, self.trained)
+        return BundleInfo(self.loaded.bundle_id, self.trained)
+
+    @property
+    def features(self) -> FeaturePlan:
+        return self.loaded.plan
+
+    @property
+    def make_face_extractor(self) -> Callable[[], FaceExtractor]:
+        """One extractor per face-pool thread, of the kind the bundle declares."""
+        return self.loaded.face_factory(self.face_asset)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "bundleId": self.bundle.bundle_id,
+            "bundleId": self.loaded.bundle_id,
+            "family": self.loaded.family,
             "trained": self.trained,
-            "bundleTrained": self.bundle.trained,
+            "bundleTrained": self.loaded.trained,
+            "extractors": {"face": self.features.face.to_dict(), "audio": self.features.audio.to_dict()},
             "audioModel": self.audio_description,
             "audioTrained": self.audio_trained,
             "faceAsset": str(self.face_asset),
@@ -90,10 +123,24 @@ def build_runtime(cfg: BotConfig, *, allow_untrained_audio: bool = False) -> Run
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)
     cache = Path(m.cache_dir) if m.cache_dir else cache_dir()
-    bundle = load_bundle(m.bundle) if m.bundle else load_bundle(ensure_demo_bundle(cache / "bundles"))
-    predictor = Predictor(bundle, torch_threads=cfg.engine.torch_threads)
-    audio, description, audio_trained = load_audio(
-        m.audio_model, m.audio_precision, cache / "hf", m.offline, allow_untrained_audio
-    )
+    loaded = load_any_bundle(resolve_bundle(m.bundle, cache))
+    predictor = loaded.make_predictor(cfg.engine.torch_threads)
     face_asset = locate_face_asset(m.face_asset or None)
-    return Runtime(bundle, predictor, audio, face_asset, description, audio_trained)
+    audio: AudioExtractor
+    if loaded.reference is not None:
+        audio, description, audio_trained = load_audio(
+            m.audio_model, m.audio_precision, cache / "hf", m.offline, allow_untrained_audio
+        )
+    else:
+        audio = starter_audio_extractor(loaded.plan.audio)
+        description, audio_trained = f"{loaded.plan.audio.name} v{loaded.plan.audio.version}", True
+    return Runtime(loaded, predictor, audio, face_asset, description, audio_trained)
+
+
+def resolve_bundle(value: str, cache: Path) -> Path:
+    """``""``/``starter`` → the shipped starter bundle; ``untrained`` → the demo bundle; else a path."""
+    if value == STARTER:
+        return starter_bundle_dir()
+    if value in ("", UNTRAINED):
+        return ensure_demo_bundle(cache / "bundles")
+    return Path(value)

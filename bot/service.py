@@ -25,7 +25,6 @@ from bot.participant import BotParticipant
 from bot.results import EmotionResult
 from bot.runtime import Runtime, build_runtime
 from bot.telemetry import Telemetry
-from models.face import FaceFeatureExtractor
 from signaling.base import SignalingSession
 
 log = logging.getLogger(__name__)
@@ -74,13 +73,12 @@ class BotService:
         if runtime is None:
             runtime = await asyncio.to_thread(build_runtime, self.cfg, allow_untrained_audio=allow_untrained_audio)
         self.runtime = runtime
-        face_asset = runtime.face_asset
         self.engine = await asyncio.to_thread(
             Engine,
             self.cfg.engine,
             predictor=runtime.predictor,
-            norm=runtime.bundle.norm,
-            make_face_extractor=lambda: FaceFeatureExtractor(face_asset),
+            features=runtime.features,
+            make_face_extractor=runtime.make_face_extractor,
             audio_embedder=runtime.audio,
             bundle=runtime.info,
             on_result=self._on_result,

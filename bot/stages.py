@@ -18,18 +18,32 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+FrameItem = tuple[Any, float, float]  # (frame, media time, receive wall time)
+
+
 @dataclass(frozen=True)
 class FaceJob:
+    """A frame to analyse, or (``source``) where to take the newest frame when a thread is free.
+
+    With a ``source`` the face thread takes the frame at the moment it starts the job, so a job
+    that waited in the queue still analyses the newest frame, not the one current at submission.
+    """
+
     participant_id: str
-    frame: Any  # av.VideoFrame or an RGB ndarray
+    frame: Any  # av.VideoFrame or an RGB ndarray; None when ``source`` supplies it
     media_time: float
     wall_time: float
+    source: Callable[[], FrameItem | None] | None = None
 
 
 @dataclass(frozen=True)
 class FaceOutput:
+    """The face vector (or why none) and the media/wall time of the frame it came from."""
+
     vector: np.ndarray | None
     reason: str | None
+    media_time: float | None = None
+    wall_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,14 +93,22 @@ def face_stage(make_extractor: Callable[[], Any]) -> tuple[Callable[[], Any], Ca
     def process(extractor: Any, jobs: Sequence[FaceJob]) -> list[FaceOutput]:
         out: list[FaceOutput] = []
         for job in jobs:
+            frame, media_time, wall_time = job.frame, job.media_time, job.wall_time
+            if job.source is not None:
+                item = job.source()
+                if item is not None:
+                    frame, media_time, wall_time = item
+            if frame is None:
+                out.append(FaceOutput(None, "no_frame"))
+                continue
             try:
-                rgb = frame_to_rgb(job.frame)
+                rgb = frame_to_rgb(frame)
             except Exception as exc:  # an undecodable or malformed frame harms only itself
                 log.warning("face: frame of %s could not be converted: %s", job.participant_id, exc)
-                out.append(FaceOutput(None, "bad_frame"))
+                out.append(FaceOutput(None, "bad_frame", media_time, wall_time))
                 continue
             result = extractor.extract(rgb)
-            out.append(FaceOutput(result.vector, result.reason))
+            out.append(FaceOutput(result.vector, result.reason, media_time, wall_time))
         return out
 
     return init, teardown, process

@@ -44,6 +44,12 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hoovik-bot"
 
 
+def shared_dir() -> Path:
+    """``$HOOVIK_SHARED``, else ``<checkout>/../shared`` (the development layout; may not exist)."""
+    env = os.environ.get("HOOVIK_SHARED")
+    return Path(env).expanduser() if env else Path(models.__file__).resolve().parents[2] / "shared"
+
+
 def _shared_model_dirs() -> list[Path]:
     """``$HOOVIK_SHARED/models`` then ``<checkout>/../shared/models`` (the development layout)."""
     dirs: list[Path] = []

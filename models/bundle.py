@@ -45,6 +45,7 @@ from models.constants import (
     TABULAR_DIM,
     TABULAR_FEATURE_VERSION,
 )
+from models.extractors import REFERENCE_AUDIO, REFERENCE_FACE, ExtractorError, ExtractorSpec, check_spec
 from models.sequence import NormStats
 from models.tabular import TabularModel
 from models.transformer import TransformerConfig
@@ -52,6 +53,8 @@ from models.transformer import TransformerConfig
 FORMAT = "hoovik-bot-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# A bundle family fixes which models a bundle holds and which predictor runs them.
+REFERENCE_FAMILY = "reference"
 FILES = {
     "transformer": "transformer.safetensors",
     "norm_stats": "norm_stats.safetensors",
@@ -88,6 +91,9 @@ class Bundle:
     bundle_id: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    face_extractor: ExtractorSpec = REFERENCE_FACE
+    audio_extractor: ExtractorSpec = REFERENCE_AUDIO
+    family: str = REFERENCE_FAMILY
 
 
 def _sha256(path: Path) -> str:
@@ -111,14 +117,13 @@ def save_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Path:
     save_numpy(_contiguous(bundle.tabular.to_arrays()), str(out / FILES["tabular"]))
     (out / FILES["tabular_booster"]).write_bytes(bundle.tabular.booster_bytes())
     save_numpy(_contiguous(bundle.anomaly.to_arrays()), str(out / FILES["anomaly"]))
-    files = {
-        name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES.values()
-    }
+    files = {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES.values()}
     digest = hashlib.sha256("".join(str(f["sha256"]) for f in files.values()).encode()).hexdigest()
     bundle_id = ("hb-" if bundle.trained else "hb-untrained-") + digest[:12]
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "family": REFERENCE_FAMILY,
         "bundle_id": bundle_id,
         "created_at": bundle.provenance.get("created_at") or _dt.datetime.now(_dt.UTC).isoformat(),
         "trained": bool(bundle.trained),
@@ -131,6 +136,7 @@ def save_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Path:
             "tabular": TABULAR_DIM,
             "anomaly": ANOMALY_DIM,
         },
+        "extractors": {"face": REFERENCE_FACE.to_dict(), "audio": REFERENCE_AUDIO.to_dict()},
         "feature_versions": {
             "face": FACE_FEATURE_VERSION,
             "tabular": TABULAR_FEATURE_VERSION,
@@ -171,6 +177,25 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
+def declared_extractors(path: Path, manifest: dict[str, Any]) -> tuple[ExtractorSpec, ExtractorSpec]:
+    """The (face, audio) extractors a manifest declares, checked against this build's registry.
+
+    Manifests written before extractors were declared are reference bundles: they get the reference
+    pair, so the original's imported artefacts keep loading unchanged.
+    """
+    declared = manifest.get("extractors")
+    if declared is None and manifest.get("family", REFERENCE_FAMILY) == REFERENCE_FAMILY:
+        return REFERENCE_FACE, REFERENCE_AUDIO
+    if not isinstance(declared, dict):
+        raise BundleError(f"{path / MANIFEST}: 'extractors' must declare the face and audio extractors")
+    try:
+        face = check_spec(ExtractorSpec.from_dict("face", declared.get("face")))
+        audio = check_spec(ExtractorSpec.from_dict("audio", declared.get("audio")))
+    except ExtractorError as exc:
+        raise BundleError(f"{path / MANIFEST}: {exc}") from exc
+    return face, audio
+
+
 def verify_files(path: Path, manifest: dict[str, Any]) -> None:
     """Every expected file exists and matches its recorded sha256."""
     recorded = manifest.get("files", {})
@@ -189,6 +214,15 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Load and verify a bundle; raises :class:`BundleError` naming the offending file."""
     root = Path(path)
     manifest = read_manifest(root)
+    family = manifest.get("family", REFERENCE_FAMILY)
+    if family != REFERENCE_FAMILY:
+        raise BundleError(f"{root / MANIFEST}: a {family!r} bundle, not a {REFERENCE_FAMILY!r} one")
+    face_spec, audio_spec = declared_extractors(root, manifest)
+    if (face_spec, audio_spec) != (REFERENCE_FACE, REFERENCE_AUDIO):
+        raise BundleError(
+            f"{root / MANIFEST}: the reference family runs on {REFERENCE_FACE.name!r} and {REFERENCE_AUDIO.name!r}, "
+            f"not {face_spec.name!r} and {audio_spec.name!r}"
+        )
     verify_files(root, manifest)
     _check_dims(root, manifest)
     cfg = TransformerConfig.from_dict(manifest["transformer"]["config"])
@@ -253,18 +287,12 @@ def _check_dims(root: Path, manifest: dict[str, Any]) -> None:
         if dims.get(key) != value:
             raise BundleError(f"{root / MANIFEST}: dims.{key} is {dims.get(key)!r}, this build needs {value}")
     if list(manifest.get("classes", [])) != list(CLASS_NAMES):
-        raise BundleError(
-            f"{root / MANIFEST}: classes {manifest.get('classes')} differ from {list(CLASS_NAMES)}"
-        )
+        raise BundleError(f"{root / MANIFEST}: classes {manifest.get('classes')} differ from {list(CLASS_NAMES)}")
     versions = manifest.get("feature_versions", {})
     if versions.get("anomaly") != ANOMALY_FEATURE_VERSION:
-        raise BundleError(
-            f"{root / MANIFEST}: anomaly feature version {versions.get('anomaly')!r} unsupported"
-        )
+        raise BundleError(f"{root / MANIFEST}: anomaly feature version {versions.get('anomaly')!r} unsupported")
     if versions.get("tabular") != TABULAR_FEATURE_VERSION:
-        raise BundleError(
-            f"{root / MANIFEST}: tabular feature version {versions.get('tabular')!r} unsupported"
-        )
+        raise BundleError(f"{root / MANIFEST}: tabular feature version {versions.get('tabular')!r} unsupported")
 
 
 def _check_transformer(path: Path, cfg: TransformerConfig, state: dict[str, torch.Tensor]) -> None:
@@ -277,9 +305,7 @@ def _check_transformer(path: Path, cfg: TransformerConfig, state: dict[str, torc
         raise BundleError(f"{path}: state dict keys differ (missing {missing[:3]}, unexpected {extra[:3]})")
     for key, ref in reference.items():
         if tuple(state[key].shape) != tuple(ref.shape):
-            raise BundleError(
-                f"{path}: {key} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}"
-            )
+            raise BundleError(f"{path}: {key} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}")
 
 
 def _check_shape(path: Path, name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -28,6 +28,10 @@ def add_models_parser(sub: Any) -> None:
     q.add_argument("dir")
     q.add_argument("--out", required=True, help="bundle directory to write")
 
+    q = msub.add_parser("info", help="family, extractors, classes, provenance, licence and accuracy of a bundle")
+    q.add_argument("bundle", nargs="?", default="starter", help="bundle directory (default: the shipped starter)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     q = msub.add_parser("demo-bundle", help="write an untrained (trained=false) bundle for offline demos")
     q.add_argument("--out", required=True)
     q.add_argument("--seed", type=int, default=0)
@@ -157,8 +161,51 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if pred.status == "ok" else 2
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    from models.family import load_any_bundle
+    from models.starter.shipped import starter_bundle_dir
+
+    path = starter_bundle_dir() if args.bundle == "starter" else Path(args.bundle)
+    info = load_any_bundle(path).describe()
+    if args.json:
+        _print(info)
+        return 0
+    print(format_info(info))
+    return 0
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """The human-readable ``models info`` text."""
+    lines = [
+        f"bundle     {info['bundleId']}  ({info['path']})",
+        f"family     {info['family']}   trained: {str(info['trained']).lower()}",
+    ]
+    for modality, spec in info["extractors"].items():
+        window = f", window {spec['window_s']} s" if "window_s" in spec else ""
+        lines.append(f"{modality + ' extractor':<15}{spec['name']} v{spec['version']} ({spec['dim']}-d{window})")
+    lines.append(f"classes    {', '.join(info.get('classes') or [])}")
+    licence = info.get("licence") or {}
+    if licence:
+        lines.append(f"licence    {licence.get('summary', '')}")
+        for part in licence.get("parts", []):
+            lines.append(f"           - {part}")
+    prov = info.get("provenance") or {}
+    for key in sorted(prov):
+        lines.append(f"{'provenance' if key == sorted(prov)[0] else '':<11}{key}: {prov[key]}")
+    metrics = info.get("metrics") or {}
+    for key in sorted(metrics):
+        value = metrics[key]
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        lines.append(f"{'metrics' if key == sorted(metrics)[0] else '':<11}{key}: {value}")
+    if not metrics:
+        lines.append("metrics    (none recorded in the manifest)")
+    return "\n".join(lines)
+
+
 def run_models_command(args: argparse.Namespace) -> int:
     handlers = {
+        "info": _cmd_info,
         "import-hoovik": _cmd_import,
         "demo-bundle": _cmd_demo_bundle,
         "fetch": _cmd_fetch,

@@ -23,9 +23,7 @@ __all__ = ["ensemble_weights", "fuse", "softmax_with_temperature", "validate_inp
 F32Array = npt.NDArray[np.float32]
 
 
-def ensemble_weights(
-    face_present: bool, audio_present: bool, w_modal: float, w_xgb: float
-) -> tuple[float, float]:
+def ensemble_weights(face_present: bool, audio_present: bool, w_modal: float, w_xgb: float) -> tuple[float, float]:
     """(w_transformer, w_tabular) for one sample, with the reference's modality collapse.
 
     Neither present returns (0.5, 0.5) as the original did; validation rejects such inputs before
@@ -84,14 +82,21 @@ def fuse(
     return p_modal, probs
 
 
-def validate_inputs(xf: npt.ArrayLike, xa: npt.ArrayLike, fm: npt.ArrayLike, am: npt.ArrayLike) -> str | None:
+def validate_inputs(
+    xf: npt.ArrayLike,
+    xa: npt.ArrayLike,
+    fm: npt.ArrayLike,
+    am: npt.ArrayLike,
+    face_dim: int = FACE_DIM,
+    audio_dim: int = AUDIO_DIM,
+) -> str | None:
     """The reference predictor's input checks; an error message, or None when the inputs are usable.
 
     Shapes (10,326), (10,1024), (10,), (10,); masks strictly 0/1; at least one valid frame; no NaN or
     Inf in the features. Messages follow the original's wording (values printed as plain floats).
     """
     arrays = {"xf": xf, "xa": xa, "fm": fm, "am": am}
-    expected = {"xf": (SEQ_LEN, FACE_DIM), "xa": (SEQ_LEN, AUDIO_DIM), "fm": (SEQ_LEN,), "am": (SEQ_LEN,)}
+    expected = {"xf": (SEQ_LEN, face_dim), "xa": (SEQ_LEN, audio_dim), "fm": (SEQ_LEN,), "am": (SEQ_LEN,)}
     np_arrays: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
         try:

@@ -80,8 +80,14 @@ def _error(message: str) -> Prediction:
 class Predictor:
     """Batched inference over a loaded bundle. Not thread-safe: one inference thread owns it."""
 
-    def __init__(self, bundle: Bundle, *, torch_threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, *, torch_threads: int | None = None, skip_unweighted: bool = False) -> None:
+        """``skip_unweighted``: skip the tabular model for rows where its fusion weight is 0 (face
+        only: the reference's modality collapse gives the transformer all the weight). Their fused
+        probabilities are bit-identical; only ``p_tabular`` is then None. The live engine sets it,
+        because the 8,149-d feature build and the XGBoost walk are most of a batch's cost; golden
+        tests and training evaluation, which read ``p_tabular`` of every row, keep the default."""
         self.bundle = bundle
+        self.skip_unweighted = skip_unweighted
         self.runner = TransformerRunner.from_state_dict(
             bundle.transformer_state, bundle.transformer_config, num_threads=torch_threads
         )
@@ -96,9 +102,7 @@ class Predictor:
             return _error(error)
         return self.predict_batch(xf[None], xa[None], fm[None], am[None])[0]
 
-    def predict_batch(
-        self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray
-    ) -> list[Prediction]:
+    def predict_batch(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> list[Prediction]:
         """B samples at once: (B,10,326), (B,10,1024), (B,10), (B,10); normalised inputs."""
         n = len(xf)
         results: list[Prediction | None] = [None] * n
@@ -117,14 +121,17 @@ class Predictor:
             bam = np.asarray(am, dtype=np.float32)[idx]
             face_present = bfm.sum(axis=1) > 0
             audio_present = bam.sum(axis=1) > 0
-            profiles = [
-                profile_of(bool(f), bool(a)) for f, a in zip(face_present, audio_present, strict=True)
-            ]
+            profiles = [profile_of(bool(f), bool(a)) for f, a in zip(face_present, audio_present, strict=True)]
             anomaly = self.anomaly.score_batch(build_anomaly_features(bf, ba, bfm, bam), profiles)
             logits = self.runner.predict_logits(bf, ba, bfm, bam)
-            p_tab = np.asarray(
-                self.tabular.predict_proba(build_tabular_features(bf, ba, bfm, bam)), dtype=np.float32
-            )
+            # Rows whose tabular weight is 0 (face only) need no tabular prediction when skipping.
+            tab_rows = np.flatnonzero(audio_present) if self.skip_unweighted else np.arange(len(valid))
+            p_tab = np.zeros((len(valid), NUM_CLASSES), dtype=np.float32)
+            if len(tab_rows):
+                features = build_tabular_features(bf[tab_rows], ba[tab_rows], bfm[tab_rows], bam[tab_rows])
+                p_tab[tab_rows] = np.asarray(self.tabular.predict_proba(features), dtype=np.float32)
+            has_tab = np.zeros(len(valid), dtype=bool)
+            has_tab[tab_rows] = True
             p_modal, probs = fuse(
                 logits,
                 p_tab,
@@ -148,7 +155,7 @@ class Predictor:
                     confidence=float(probs[j][k]),
                     fusion_logits=logits[j],
                     p_modal=p_modal[j],
-                    p_tabular=p_tab[j],
+                    p_tabular=p_tab[j] if has_tab[j] else None,
                     anomaly=anomaly[j],
                     weights=(float(w[0]), float(w[1])),
                 )

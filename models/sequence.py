@@ -21,13 +21,14 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from models.constants import AUDIO_DIM, FACE_DIM, SEQ_LEN
+from models.constants import SEQ_LEN
 
-__all__ = ["NormStats", "RollingSequence", "assemble_inputs"]
+__all__ = ["NormStats", "Normaliser", "RollingSequence", "assemble_inputs"]
 
 F32Array = npt.NDArray[np.float32]
 
@@ -44,6 +45,28 @@ def _as_vector(value: npt.ArrayLike, dim: int, name: str) -> F32Array:
     return arr
 
 
+class Normaliser(Protocol):
+    """How one participant's raw feature sequences become predictor inputs.
+
+    The reference family z-scores with fixed training statistics (:class:`NormStats`, shared by
+    every participant). The starter family also keeps per-participant running statistics of the
+    audio features (``models.starter.speaker_norm``), so each participant gets its own instance and
+    feeds it every audio vector it embeds. Live, replay and training all go through this interface.
+    """
+
+    @property
+    def face_dim(self) -> int: ...
+
+    @property
+    def audio_dim(self) -> int: ...
+
+    def observe_audio(self, vector: npt.ArrayLike) -> None: ...
+
+    def normalise_face(self, x: npt.ArrayLike, mask: npt.ArrayLike) -> F32Array: ...
+
+    def normalise_audio(self, x: npt.ArrayLike, mask: npt.ArrayLike) -> F32Array: ...
+
+
 @dataclass(frozen=True, eq=False)
 class NormStats:
     """Per-dimension training statistics for z-normalisation, float32.
@@ -58,7 +81,11 @@ class NormStats:
     audio_std: F32Array
 
     def __post_init__(self) -> None:
-        dims = {"face_mean": FACE_DIM, "face_std": FACE_DIM, "audio_mean": AUDIO_DIM, "audio_std": AUDIO_DIM}
+        # The dims follow the bundle's declared extractors (326/1024 for the reference family); the
+        # bundle loader checks them against the manifest.
+        face_dim = int(np.asarray(self.face_mean).size)
+        audio_dim = int(np.asarray(self.audio_mean).size)
+        dims = {"face_mean": face_dim, "face_std": face_dim, "audio_mean": audio_dim, "audio_std": audio_dim}
         for key, dim in dims.items():
             arr = _as_vector(getattr(self, key), dim, key)
             arr.flags.writeable = False
@@ -84,6 +111,17 @@ class NormStats:
     def normalise_audio(self, x: npt.ArrayLike, mask: npt.ArrayLike) -> F32Array:
         """(T, 1024) raw audio embeddings → z-scores, rows with mask 0 zeroed (float32)."""
         return self._normalise(x, mask, self.audio_mean, self.audio_std)
+
+    @property
+    def face_dim(self) -> int:
+        return int(self.face_mean.shape[0])
+
+    @property
+    def audio_dim(self) -> int:
+        return int(self.audio_mean.shape[0])
+
+    def observe_audio(self, vector: npt.ArrayLike) -> None:
+        """Fixed training statistics learn nothing from a participant (see :class:`Normaliser`)."""
 
     def to_arrays(self) -> dict[str, F32Array]:
         """Flat float32 vectors keyed ``face_mean``, ``face_std``, ``audio_mean``, ``audio_std``."""
@@ -186,15 +224,20 @@ def assemble_inputs(
     audio_seq: RollingSequence,
     face_active: bool,
     audio_active: bool,
-    norm: NormStats,
+    norm: Normaliser,
 ) -> tuple[F32Array, F32Array, F32Array, F32Array]:
-    """Build the predictor input ``(xf (T,326), xa (T,1024), fm (T,), am (T,))`` like the reference server.
+    """Build the predictor input ``(xf (T,F), xa (T,A), fm (T,), am (T,))`` like the reference server.
+
+    F and A are the bundle's declared extractor dims (326 and 1024 for the reference family).
 
     ``*_active`` is the caller's modality decision (enabled, fresh within 0.4 s); an inactive or
     empty modality becomes a zero window with a zero mask.
     """
-    if face_seq.dim != FACE_DIM or audio_seq.dim != AUDIO_DIM:
-        raise ValueError(f"sequence dims must be {FACE_DIM}/{AUDIO_DIM}, got {face_seq.dim}/{audio_seq.dim}")
+    if face_seq.dim != norm.face_dim or audio_seq.dim != norm.audio_dim:
+        raise ValueError(
+            f"sequence dims {face_seq.dim}/{audio_seq.dim} differ from the normaliser's "
+            f"{norm.face_dim}/{norm.audio_dim}"
+        )
     if face_seq.maxlen != audio_seq.maxlen:
         raise ValueError("face and audio sequences must have the same length")
     steps = face_seq.maxlen

@@ -154,9 +154,7 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        div_term = torch.exp(
-            torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
-        )
+        div_term = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
         pe = torch.zeros(1, max_len, d_model)
         pe[0, :, 0::2] = torch.sin(position * div_term)
         pe[0, :, 1::2] = torch.cos(position * div_term)
@@ -243,9 +241,7 @@ class EmotionTransformer(nn.Module):
         keep = (torch.rand(x.size(0), 1, 1, device=x.device) >= self.config.modality_drop_prob).to(x.dtype)
         return x * keep
 
-    def forward(
-        self, face: Tensor, audio: Tensor, face_mask: Tensor, audio_mask: Tensor
-    ) -> TransformerOutputs:
+    def forward(self, face: Tensor, audio: Tensor, face_mask: Tensor, audio_mask: Tensor) -> TransformerOutputs:
         cfg = self.config
         batch = face.size(0)
         face = face * face_mask.unsqueeze(-1)
@@ -289,9 +285,7 @@ class EmotionTransformer(nn.Module):
         h_a = _entropy(audio_logits)
         conf = torch.softmax(torch.stack([-h_f, -h_a], dim=-1), dim=-1)
         zeros = torch.zeros_like(f_pool)
-        blend = conf[:, 0:1] * torch.cat([f_pool, zeros], dim=-1) + conf[:, 1:2] * torch.cat(
-            [zeros, a_pool], dim=-1
-        )
+        blend = conf[:, 0:1] * torch.cat([f_pool, zeros], dim=-1) + conf[:, 1:2] * torch.cat([zeros, a_pool], dim=-1)
         z = z + cfg.conf_blend_weight * blend
 
         has_any = ((face_mask.sum(dim=1) + audio_mask.sum(dim=1)) > 0).to(z.dtype).unsqueeze(-1)
@@ -342,9 +336,7 @@ def load_hoovik_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     state: dict[str, Tensor] = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):
-            raise ValueError(
-                f"{p}: expected a flat mapping of str -> Tensor; entry {key!r} is {type(value).__name__}"
-            )
+            raise ValueError(f"{p}: expected a flat mapping of str -> Tensor; entry {key!r} is {type(value).__name__}")
         state[key] = value
     if not state:
         raise ValueError(f"{p}: checkpoint holds no tensors")
@@ -422,8 +414,6 @@ class TransformerRunner:
             outputs = self.model(*tensors)
         return tuple(o.detach().cpu().numpy().astype(np.float32, copy=False) for o in outputs)
 
-    def predict_logits(
-        self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray
-    ) -> npt.NDArray[np.float32]:
+    def predict_logits(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> npt.NDArray[np.float32]:
         """Fusion logits (B, num_classes), float32: the only transformer output serving uses."""
         return self.forward_all(xf, xa, fm, am)[0]

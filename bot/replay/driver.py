@@ -56,7 +56,9 @@ from bot.stages import (
     face_stage,
     inference_stage,
 )
-from models.constants import AUDIO_DIM, FACE_DIM, NEUTRAL_LABEL
+from models.constants import AUDIO_MIN_SAMPLES, NEUTRAL_LABEL
+from models.extractors import REFERENCE_AUDIO, REFERENCE_FACE
+from models.family import FeaturePlan
 from models.sequence import NormStats, RollingSequence, assemble_inputs
 from models.smoothing import EmaSmoother
 
@@ -77,26 +79,36 @@ class ReplayModels:
     """The models a replay runs: the same objects the live bot loads (see ``bot.runtime``)."""
 
     predictor: Any
-    norm: NormStats
+    norm: NormStats | None
     audio: Any
     make_face_extractor: Callable[[], Any]
     bundle: BundleInfo
     description: dict[str, Any] = field(default_factory=dict)
     # None: Silero VAD at engine.vad_threshold, as the live engine (tests may inject a fake).
     make_speech_detector: Callable[[], Any] | None = None
+    # What the bundle declares (dims, audio window, per-participant normaliser); None: the
+    # reference family with ``norm``.
+    features: FeaturePlan | None = None
+
+    @property
+    def plan(self) -> FeaturePlan:
+        if self.features is not None:
+            return self.features
+        if self.norm is None:
+            raise ValueError("replay models need a feature plan or the reference norm stats")
+        fixed = self.norm
+        return FeaturePlan(REFERENCE_FACE, REFERENCE_AUDIO, AUDIO_MIN_SAMPLES, lambda: fixed)
 
     @classmethod
     def from_runtime(cls, runtime: Any) -> ReplayModels:
-        from models.face import FaceFeatureExtractor
-
-        asset = runtime.face_asset
         return cls(
             runtime.predictor,
-            runtime.bundle.norm,
+            None,
             runtime.audio,
-            lambda: FaceFeatureExtractor(asset),
+            runtime.make_face_extractor,
             runtime.info,
             runtime.describe(),
+            features=runtime.features,
         )
 
 
@@ -344,7 +356,8 @@ class Replayer:
                 for event in batch:
                     if timeline is None:
                         rec.origin = max(0.0, reader.first_time or 0.0)
-                        timeline = Timeline(self.config, rec.origin)
+                        plan = self.models.plan
+                        timeline = Timeline(self.config, rec.origin, plan.window_samples, plan.min_audio_samples)
                     last_arrival = max(last_arrival, event.arrival)
                     for item in timeline.feed(event):
                         await handle(item)
@@ -393,8 +406,10 @@ class Replayer:
     async def _sequence(self, rec: ParticipantReplay, inq: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
         """The live engine's feature arrival, freshness and assembly, one step at a time."""
         cfg = self.config
-        face_seq = RollingSequence(FACE_DIM, cfg.seq_len)
-        audio_seq = RollingSequence(AUDIO_DIM, cfg.seq_len)
+        plan = self.models.plan
+        face_seq = RollingSequence(plan.face_dim, cfg.seq_len)
+        audio_seq = RollingSequence(plan.audio_dim, cfg.seq_len)
+        norm = plan.new_normaliser()
         face_last: float | None = None
         face_last_media = 0.0
         audio_emb_last: float | None = None
@@ -432,6 +447,7 @@ class Replayer:
                     if audio.vector is None:
                         rec.count("vad_gated")
                     else:
+                        norm.observe_audio(audio.vector)
                         audio_seq.append(audio.vector, window.end_media_time)
                         audio_emb_last, audio_emb_media = now, window.end_media_time
                         rec.count("audio_embedded")
@@ -448,7 +464,7 @@ class Replayer:
                 cfg.result_interval_s,
             )
             if face_active or audio_active:
-                xf, xa, fm, am = assemble_inputs(face_seq, audio_seq, face_active, audio_active, self.models.norm)
+                xf, xa, fm, am = assemble_inputs(face_seq, audio_seq, face_active, audio_active, norm)
                 outcome.job = InferenceJob(rec.participant_id, xf, xa, fm, am)
                 outcome.face_active, outcome.audio_active = face_active, audio_active
                 # (captured, media) of the inputs used, as Engine._emit pairs them. An input is

@@ -81,6 +81,9 @@ class Timeline:
 
     config: EngineConfig
     origin: float
+    # The bundle's audio window and the shortest buffer that gets one (see models.family.FeaturePlan).
+    window_samples: int = AUDIO_WINDOW_SAMPLES
+    min_samples: int = MIN_LIVE_SAMPLES
     next_due: float = field(init=False)
     video_last: float | None = field(init=False, default=None)
     audio_last: float | None = field(init=False, default=None)
@@ -90,7 +93,7 @@ class Timeline:
     def __post_init__(self) -> None:
         self.next_due = self.origin + self.config.result_interval_s
         self._slot: LatestSlot[tuple[Any, float]] = LatestSlot()
-        self._ring = AudioRing(int(self.config.audio_buffer_s * SAMPLE_RATE))
+        self._ring = AudioRing(max(int(self.config.audio_buffer_s * SAMPLE_RATE), self.window_samples))
         self._fps = sampling_fps(self.config)
         self._face_credit = 1.0
 
@@ -142,9 +145,9 @@ class Timeline:
         silent = False
         if (
             stream_fresh(True, self.audio_last, now, self.config.modality_stale_s)
-            and len(self._ring) >= MIN_LIVE_SAMPLES
+            and len(self._ring) >= self.min_samples
         ):
-            w = self._ring.window(AUDIO_WINDOW_SAMPLES)
+            w = self._ring.window(self.window_samples)
             if float(np.std(w.samples)) < SILENCE_STD:
                 silent = True
                 self._count("audio_silent")

@@ -44,6 +44,22 @@ def add_parser(subparsers: Any) -> None:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(handler=run_extract)
 
+    q = sub.add_parser(
+        "starter",
+        help="rebuild the shipped starter bundle: FER face network + RAVDESS-trained audio head (reproducible)",
+    )
+    q.add_argument("--ravdess", required=True, help="RAVDESS speech folder (Actor_NN/*.flac or .wav, 16 kHz)")
+    q.add_argument(
+        "--fer-weights",
+        help="mini-Xception FER2013 Keras HDF5 file (default: ../shared/training/face-fer2013/ beside the checkout)",
+    )
+    q.add_argument("--out", required=True, help="bundle directory to write")
+    q.add_argument("--report", help="report folder (default: <out>-report): report.json, confusion.png")
+    q.add_argument("--seed", type=int, default=0, help="seed (default 0); same inputs + seed = same bundle hashes")
+    q.add_argument("--test-actors", default="11,12,13,14", help="held-out actors, never trained on (default 11-14)")
+    q.add_argument("--val-actors", default="9,10", help="validation actors for calibration (default 9,10)")
+    q.set_defaults(handler=run_starter)
+
     for name, helptext, handler in (
         ("transformer", "train the EmotionTransformer (phases A, B, C)", run_transformer),
         ("xgb", "train the tabular model (median fill, PCA, XGBoost)", run_xgb),
@@ -63,6 +79,33 @@ def add_parser(subparsers: Any) -> None:
         if name != "calibrate":
             q.add_argument("--force", action="store_true", help="retrain even when a matching component exists")
         q.set_defaults(handler=handler)
+
+
+def run_starter(args: argparse.Namespace) -> int:
+    from models.assets import shared_dir
+    from models.starter.build import StarterBuildOptions, build_starter
+
+    default_fer = shared_dir() / "training" / "face-fer2013" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
+    fer = Path(args.fer_weights) if args.fer_weights else default_fer
+    if not fer.is_file():
+        raise SystemExit(f"train starter: FER weights not found at {fer} (pass --fer-weights FILE)")
+
+    def actors(text: str) -> tuple[int, ...]:
+        return tuple(int(a) for a in text.split(",") if a.strip())
+
+    summary = build_starter(
+        StarterBuildOptions(
+            ravdess=Path(args.ravdess),
+            fer_weights=fer,
+            out=Path(args.out),
+            report=Path(args.report) if args.report else None,
+            seed=args.seed,
+            test_actors=actors(args.test_actors),
+            val_actors=actors(args.val_actors),
+        )
+    )
+    _print(summary)
+    return 0
 
 
 def _print(obj: Any) -> None:

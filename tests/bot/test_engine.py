@@ -10,8 +10,10 @@ speed. The last test checks batched predictor calls against single calls on the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +221,7 @@ async def test_a_result_every_period_while_live(make_harness: Any) -> None:
     h.add("a")
     await h.run(6.0)
     times = [t for t, _ in h.of("a")]
-    steady = [b - a for a, b in zip(times, times[1:], strict=False) if a > times[0] + 1.0]
+    steady = [b - a for a, b in itertools.pairwise(times) if a > times[0] + 1.0]
     assert steady, "no results"
     # One result per 0.3 s step, started on the first 20 ms tick at or after its due time.
     assert max(steady) <= 0.3 + TICK + 1e-6
@@ -276,8 +278,8 @@ async def test_announced_mic_off_gives_video_only_and_both_off_gives_nothing(mak
     assert len(h.of("a")) == n
 
 
-async def test_participants_are_grouped_by_three_and_groups_spread_over_the_period(make_harness: Any) -> None:
-    h = await make_harness()
+async def test_participants_are_grouped_and_groups_spread_over_the_period(make_harness: Any) -> None:
+    h = await make_harness(group_size=3)
     for i in range(10):
         h.add(f"p{i}", Feed(level=0.01))  # nobody speaks
     slots = [h.engine.participants[f"p{i}"].slot for i in range(10)]
@@ -294,8 +296,23 @@ async def test_participants_are_grouped_by_three_and_groups_spread_over_the_peri
         assert gaps.max() <= 0.3 + TICK + 1e-6
 
 
+async def test_groups_thinned_by_departures_merge(make_harness: Any) -> None:
+    h = await make_harness(group_size=4)
+    for i in range(8):
+        h.add(f"p{i}", Feed(level=0.01))
+    assert sorted(Counter(st.slot for st in h.engine.participants.values()).values()) == [4, 4]
+    for pid in ("p0", "p1", "p4", "p5"):
+        h.engine.remove_participant(pid)
+        del h.feeds[pid]
+    await h.run(1.0)
+    assert len({st.slot for st in h.engine.participants.values()}) == 1  # one group, one predictor call
+    for pid in ("p2", "p3", "p6", "p7"):
+        gaps = np.diff([t for t, _ in h.of(pid)])
+        assert gaps.max() <= 0.3 + TICK + 1e-6  # merging only ever brings a step forward
+
+
 async def test_speakers_are_regrouped_together_and_share_one_wav2vec2_forward(make_harness: Any) -> None:
-    h = await make_harness()
+    h = await make_harness(group_size=3)
     for i in range(6):
         h.add(f"p{i}", Feed(level=0.01))
     assert h.engine.participants["p0"].slot != h.engine.participants["p5"].slot
@@ -383,15 +400,16 @@ async def test_vad_off_embeds_every_non_silent_window(make_harness: Any) -> None
 
 
 async def test_steps_ready_together_share_one_predictor_call(make_harness: Any) -> None:
-    h = await make_harness(EngineConfig(face_queue_limit=4))
-    for i in range(4):
+    h = await make_harness()
+    for i in range(10):
         h.add(f"p{i}", Feed(audio=False), mic=False)
-    assert len({st.slot for st in h.engine.participants.values()}) == 1
+    # Default groups of eight: 8 + 2.
+    assert sorted(Counter(st.slot for st in h.engine.participants.values()).values()) == [2, 8]
     await h.run(2.0)
-    # One group: four steps that each wait for their own face still reach the predictor as one call.
-    assert h.predictor.batches[-3:] == [4, 4, 4]
+    # Eight steps that each wait for their own face still reach the predictor as one call.
+    assert h.predictor.batches[-4:] in ([8, 2, 8, 2], [2, 8, 2, 8])
     sizes = h.engine.inference_pool.stats.batch_sizes
-    assert sizes.get(4, 0) >= 3
+    assert sizes.get(8, 0) >= 3
 
 
 # -- self-throttling ---------------------------------------------------------------------------------------
@@ -413,7 +431,10 @@ async def test_slow_face_stage_throttles_sampling_then_recovers_step_by_step(mak
     assert t.decreases >= 2 and t.fps == cfg.min_fps  # multiplicative decrease to the floor
     assert all(e.fps >= cfg.min_fps for e in t.events)
     decreases = [e for e in t.events if e.kind == "decrease"]
-    assert all(b.fps == pytest.approx(max(cfg.min_fps, a.fps * cfg.throttle_decrease)) for a, b in zip(decreases, decreases[1:], strict=False))
+    assert all(
+        b.fps == pytest.approx(max(cfg.min_fps, a.fps * cfg.throttle_decrease))
+        for a, b in itertools.pairwise(decreases)
+    )
     # Per participant at most one face in flight: the pool holds at most n jobs, never more.
     assert max(depths) <= n <= h.engine.face_pool.max_pending
     busy = sum(st.counters.get("face_busy", 0) for st in h.engine.participants.values())
@@ -434,7 +455,7 @@ async def test_slow_face_stage_throttles_sampling_then_recovers_step_by_step(mak
 
 async def test_more_work_than_the_face_queue_holds_is_dropped_and_counted(make_harness: Any) -> None:
     h = await make_harness(face_wait_s=0.0)
-    n = 16
+    n = h.engine.face_pool.max_pending + 8  # more participants than the face queue may hold
     for i in range(n):
         h.add(f"p{i}", Feed(audio=False), mic=False)
     await h.run(0.6)
@@ -489,6 +510,28 @@ async def test_snapshot_reports_per_participant_detail(make_harness: Any) -> Non
     assert snap["pools"]["inference"]["batchSizes"]
     assert snap["throttle"]["ceilingFps"] == pytest.approx(1 / 0.3, rel=1e-3)
     assert snap["vad"] == {"enabled": True, "threshold": 0.5}
+
+
+def test_a_face_job_analyses_the_newest_frame_when_it_starts() -> None:
+    """Queued face jobs take their frame from the participant's box when a thread starts them."""
+    from bot.engine import FrameBox
+    from bot.stages import FaceJob, face_stage
+
+    gate = threading.Event()
+    gate.set()
+    init, _, process = face_stage(lambda: FakeFace(gate))
+    box = FrameBox()
+    box.put((np.full((4, 4, 3), 10, np.uint8), 1.0, 101.0))
+    box.put((np.full((4, 4, 3), 200, np.uint8), 2.0, 102.0))  # arrived while the job was queued
+    (out,) = process(init(), [FaceJob("a", None, 0.0, 0.0, source=box.take)])
+    assert (out.media_time, out.wall_time) == (2.0, 102.0)
+    assert out.vector is not None and out.vector[0] == pytest.approx(200 / 255)
+    assert box.peek() is None
+    (empty,) = process(init(), [FaceJob("a", None, 0.0, 0.0, source=box.take)])
+    assert empty.vector is None and empty.reason == "no_frame"
+    # A job with its frame given (replay) analyses that frame.
+    (given,) = process(init(), [FaceJob("a", np.zeros((4, 4, 3), np.uint8), 5.0, 105.0)])
+    assert given.vector is not None and given.media_time == 5.0
 
 
 # -- batched inference equals single calls (golden artefacts) ----------------------------------------------

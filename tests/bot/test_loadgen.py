@@ -28,6 +28,7 @@ from bot.ice import use_loopback_ice
 from bot.loadgen import (
     AUDIO_FRAME,
     LoadgenOptions,
+    Sender,
     SendLog,
     encode_opus,
     encode_vp8,
@@ -101,7 +102,9 @@ async def bot(golden_dir: Path, face_asset: Path, tmp_path: Path) -> AsyncIterat
             do_stable_layer_norm=True,
         )
     ).eval()
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=True)
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=True
+    )
     bundle = load_bundle(import_hoovik(golden_dir / "artifacts", tmp_path / "golden"))
     runtime = Runtime(
         bundle, Predictor(bundle, torch_threads=1), AudioEmbedder.from_model(extractor, w2v2), face_asset, "tiny", False
@@ -125,8 +128,9 @@ async def bot(golden_dir: Path, face_asset: Path, tmp_path: Path) -> AsyncIterat
         await server.stop()
 
 
+@pytest.mark.parametrize("sender", ["preencoded", "live"])
 async def test_a_short_run_measures_rates_latency_and_the_bot(
-    bot: tuple[str, str, str, BotService], media_dir: Path, tmp_path: Path
+    bot: tuple[str, str, str, BotService], media_dir: Path, tmp_path: Path, sender: Sender
 ) -> None:
     url, room, host_token, service = bot
     out = io.StringIO()
@@ -144,6 +148,8 @@ async def test_a_short_run_measures_rates_latency_and_the_bot(
         bot_stats=f"http://127.0.0.1:{service.http_port}/stats/json",  # the pid is discovered from it
         json_path=str(tmp_path / "summary.json"),
         quiet=True,
+        sender=sender,
+        join_interval=0.2,
     )
     summary = await run_loadgen(opts, out)
     assert json.loads((tmp_path / "summary.json").read_text())["options"]["participants"] == 2

@@ -146,7 +146,8 @@ async def test_endpoints_before_and_after_the_models_load(
         try:
             deadline = time.monotonic() + 30
             while not (
-                sum(r.participant_id == "alice" for r in results) >= 6 and any(r.participant_id == "bob" for r in results)
+                sum(r.participant_id == "alice" for r in results) >= 6
+                and any(r.participant_id == "bob" for r in results)
             ):
                 assert time.monotonic() < deadline, f"no results: {service.telemetry.stats()}"
                 await asyncio.sleep(0.1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bot.throttle import SamplingThrottle
@@ -36,7 +38,7 @@ def test_recovery_is_additive_after_a_calm_second_each() -> None:
     now = feed(t, 0, now, 10.0)
     recoveries = [e for e in t.events if e.kind == "recover"]
     assert [e.fps for e in recoveries] == [1.5, 2.0, 2.5, 3.0]
-    assert all(b.time - a.time >= 1.0 - 1e-9 for a, b in zip(recoveries, recoveries[1:], strict=False))
+    assert all(b.time - a.time >= 1.0 - 1e-9 for a, b in itertools.pairwise(recoveries))
     assert t.fps == 3.0 and not t.throttled
 
 

@@ -15,9 +15,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def weights(golden_dir: Path) -> dict[str, float]:
-    data: dict[str, float] = json.loads(
-        (golden_dir / "artifacts" / "models" / "ensemble" / "weights.json").read_text()
-    )
+    data: dict[str, float] = json.loads((golden_dir / "artifacts" / "models" / "ensemble" / "weights.json").read_text())
     return data
 
 
@@ -50,17 +48,11 @@ def test_fuse_reproduces_golden(ok_cases: list[Path], weights: dict[str, float])
     logits = np.stack([np.load(c / "modal_fusion_logits.npy") for c in ok_cases])
     p_xgb = np.stack([np.load(c / "p_xgb.npy") for c in ok_cases])
     face, audio = zip(*(_masks(c) for c in ok_cases), strict=True)
-    p_modal, probs = fuse(
-        logits, p_xgb, face, audio, weights["temperature"], weights["w_modal"], weights["w_xgb"]
-    )
+    p_modal, probs = fuse(logits, p_xgb, face, audio, weights["temperature"], weights["w_modal"], weights["w_xgb"])
     assert p_modal.dtype == np.float32 and probs.dtype == np.float32
     for i, case in enumerate(ok_cases):
-        np.testing.assert_allclose(
-            p_modal[i], np.load(case / "p_modal.npy"), atol=ATOL, rtol=0, err_msg=case.name
-        )
-        np.testing.assert_allclose(
-            probs[i], np.load(case / "probs.npy"), atol=ATOL, rtol=0, err_msg=case.name
-        )
+        np.testing.assert_allclose(p_modal[i], np.load(case / "p_modal.npy"), atol=ATOL, rtol=0, err_msg=case.name)
+        np.testing.assert_allclose(probs[i], np.load(case / "probs.npy"), atol=ATOL, rtol=0, err_msg=case.name)
         info = json.loads((case / "result.json").read_text())
         assert int(np.argmax(probs[i])) == info["label_index"], case.name
     # Same dtype path as the original: on this platform the results are bit-identical.

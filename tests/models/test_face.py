@@ -28,6 +28,11 @@ from models.face import (
 )
 
 ATOL = 1e-6
+# The landmarker itself on the same MediaPipe build and PNG pixels: XNNPACK picks its kernels by the
+# CPU's features, so the last float32 bits depend on the processor. Observed: 0.0 on the machine that
+# made the golden vectors, 1.04e-6 on an AMD EPYC with AVX512-BF16 (the post-processing alone stays
+# within ATOL everywhere). 1e-5 is still two orders below the golden manifest's cross-build 5e-4.
+EXTRACTOR_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +99,7 @@ def test_extractor_matches_golden(extractor: FaceFeatureExtractor, golden_dir: P
         assert result.vector is not None and result.vector.dtype == np.float32
         golden = np.load(golden_dir / "faces" / f"{face_id}.face326.npy")
         diffs[face_id] = float(np.abs(result.vector - golden).max())
-    assert max(diffs.values()) <= ATOL, diffs
+    assert max(diffs.values()) <= EXTRACTOR_ATOL, diffs
 
 
 def test_blank_image_has_no_face(extractor: FaceFeatureExtractor, golden_dir: Path) -> None:

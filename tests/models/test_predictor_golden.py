@@ -59,9 +59,7 @@ def test_every_golden_case_is_reproduced(golden_dir: Path, predictor: Predictor)
         assert pred.label == want["emotion"], case.name
         assert pred.profile == want["modality"], case.name
         assert pred.confidence == pytest.approx(want["confidence"], abs=ATOL)
-        assert {n: round(float(p), 4) for n, p in zip(CLASS_NAMES, pred.probs, strict=True)} == want[
-            "probs"
-        ], case.name
+        assert {n: round(float(p), 4) for n, p in zip(CLASS_NAMES, pred.probs, strict=True)} == want["probs"], case.name
         assert pred.anomaly is not None
         assert pred.anomaly.detector == expected["anomaly"]["detector"], case.name
         assert pred.anomaly.is_anomaly == expected["anomaly"]["is_anomaly"], case.name

@@ -48,12 +48,8 @@ def test_random_cases_normalise_like_server(golden_dir: Path, norm: NormStats) -
     for case in sorted((golden_dir / "cases").glob("*/raw_xf.npy")):
         case = case.parent
         fm, am = np.load(case / "input_fm.npy"), np.load(case / "input_am.npy")
-        assert _bit_equal(
-            norm.normalise_face(np.load(case / "raw_xf.npy"), fm), np.load(case / "input_xf.npy")
-        )
-        assert _bit_equal(
-            norm.normalise_audio(np.load(case / "raw_xa.npy"), am), np.load(case / "input_xa.npy")
-        )
+        assert _bit_equal(norm.normalise_face(np.load(case / "raw_xf.npy"), fm), np.load(case / "input_xf.npy"))
+        assert _bit_equal(norm.normalise_audio(np.load(case / "raw_xa.npy"), am), np.load(case / "input_xa.npy"))
 
     rng = np.random.default_rng(7)
     raw = norm.face_mean + norm.face_std * rng.standard_normal((10, 326)).astype(np.float32)

@@ -30,9 +30,7 @@ def test_periodic_reproduces_reference(golden_dir: Path) -> None:
     for step in _steps(golden_dir):
         history_before = smoother.history
         expected_before = step["history_before"]
-        assert history_before == (
-            None if expected_before is None else tuple(expected_before[n] for n in CLASS_NAMES)
-        )
+        assert history_before == (None if expected_before is None else tuple(expected_before[n] for n in CLASS_NAMES))
         out = smoother.update(_probs(step), step["t_monotonic"])
         where = f"step {step['step']}"
         assert out.label == step["label"], where
@@ -43,9 +41,7 @@ def test_periodic_reproduces_reference(golden_dir: Path) -> None:
             assert out.smoothed is None, where
         else:
             assert out.smoothed is not None
-            np.testing.assert_allclose(
-                out.smoothed, [step["smoothed"][n] for n in CLASS_NAMES], atol=1e-9, rtol=0
-            )
+            np.testing.assert_allclose(out.smoothed, [step["smoothed"][n] for n in CLASS_NAMES], atol=1e-9, rtol=0)
         assert round(out.score, 4) == step["emitted"]["confidence"], where
         assert out.label == step["emitted"]["emotion"], where
 
@@ -55,8 +51,7 @@ def test_periodic_matches_npy_arrays(golden_dir: Path) -> None:
     times, probs = np.load(ema / "ema_t.npy"), np.load(ema / "ema_input_probs.npy")
     smoother = EmaSmoother(reset="periodic")
     outs = [
-        smoother.update(None if np.isnan(p).any() else p.tolist(), float(t))
-        for t, p in zip(times, probs, strict=True)
+        smoother.update(None if np.isnan(p).any() else p.tolist(), float(t)) for t, p in zip(times, probs, strict=True)
     ]
     np.testing.assert_array_equal([o.label_index for o in outs], np.load(ema / "ema_label_index.npy"))
     np.testing.assert_allclose([o.score for o in outs], np.load(ema / "ema_score.npy"), atol=1e-9, rtol=0)

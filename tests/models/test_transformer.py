@@ -103,9 +103,7 @@ def test_seed_zero_reproduces_golden_checkpoint(checkpoint: Path) -> None:
     golden = load_hoovik_checkpoint(checkpoint)
     before = torch.random.get_rng_state()
     state = build_seeded_model(0).state_dict()
-    assert torch.equal(torch.random.get_rng_state(), before), (
-        "build_seeded_model must not move the global RNG"
-    )
+    assert torch.equal(torch.random.get_rng_state(), before), "build_seeded_model must not move the global RNG"
     for key, value in golden.items():
         if key.endswith("_pos.pe"):
             torch.testing.assert_close(state[key], value, atol=1e-5, rtol=0)

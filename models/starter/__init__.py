@@ -1,0 +1,1 @@
+"""The starter family: a small trained bundle that ships with the product (see docs/starter.md)."""
