@@ -18,8 +18,12 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bot.config import BotConfig
+
+if TYPE_CHECKING:
+    from signaling.config import ServerConfig
 
 # Modules that contribute subcommands: each has ``add_parser(subparsers)``, which registers its
 # parser with ``set_defaults(handler=fn)``, where ``fn(args) -> int`` runs the command.
@@ -57,6 +61,14 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-asset", help="path to face_landmarker.task")
 
 
+def serve_config(args: argparse.Namespace) -> ServerConfig:
+    """The signaling server's limits for ``serve``: defaults, plus the room key (flag, else env)."""
+    from signaling.config import ServerConfig
+
+    room_key = getattr(args, "room_key", None) or os.environ.get("HOOVIK_ROOM_KEY") or None
+    return ServerConfig(create_room_key=room_key)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from signaling.server import SignalingServer
     from signaling.web import BotLauncherConfig
@@ -73,10 +85,13 @@ async def _serve(args: argparse.Namespace) -> int:
             idle_stop_s=args.bot_idle_s,
             startup_timeout_s=args.bot_startup_timeout_s,
         )
-    server = SignalingServer(secret, bot_launcher=launcher)
+    config = serve_config(args)
+    server = SignalingServer(secret, config, bot_launcher=launcher)
     await server.start(args.host, args.port)
     print(f"signaling server on {server.ws_url} (REST at {server.url})", flush=True)
     print(f"web app on {server.url}/", flush=True)
+    if config.create_room_key is not None:
+        print("creating rooms needs the room key (Authorization: Bearer <key>)", flush=True)
     if launcher is not None:
         print(f"bot launcher: up to {launcher.max_bots} bots, each: {shlex.join(launcher.command)} …", flush=True)
     await _wait_for_signal()
@@ -180,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--secret", help="token signing secret (default: $HOOVIK_SECRET, else random)")
+    p.add_argument(
+        "--room-key",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' to create rooms (default: $HOOVIK_ROOM_KEY, else anyone may)",
+    )
     p.add_argument(
         "--bot-command",
         metavar="CMD",

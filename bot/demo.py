@@ -103,6 +103,8 @@ async def run_demo(opts: DemoOptions, cfg: BotConfig | None = None, out: TextIO 
             f"bundle {desc['bundleId']} trained={desc['trained']} (audio model: {desc['audioModel']})",
             file=out,
         )
+        if desc.get("licence"):
+            print(f"licence: {desc['licence']}", file=out)
         if not desc["trained"]:
             print(
                 "NOTE: this model is UNTRAINED — its emotions are not meaningful; every result says trained=false.",

@@ -329,7 +329,7 @@ class Engine:
             norm=self.features.new_normaliser(),
             smoother=EmaSmoother(
                 alpha=cfg.ema_alpha,
-                confidence_threshold=cfg.confidence_threshold,
+                confidence_threshold=self.features.threshold(cfg.confidence_threshold),
                 ttl=cfg.ema_ttl_s,
                 reset=cfg.ema_reset,
             ),

@@ -188,6 +188,7 @@ class BotParticipant:
         if problem is not None:
             log.warning("offer from %s rejected: %s", pid, problem)
             self._error("bad_offer")
+            await self._tell_rejected(pid, problem)
             return
         peer = self.peers.get(pid)
         if peer is not None and self._is_new_session(peer, ev.sdp):
@@ -210,8 +211,16 @@ class BotParticipant:
                 self._error("bad_offer")
                 if peer.pc.remoteDescription is None or peer.pc.signalingState == "closed":
                     await self._drop_peer(pid, forget=False)
+                await self._tell_rejected(pid, f"the bot could not use this offer: {exc}")
                 return
         await self.session.send_answer(pid, peer.pc.localDescription.sdp)
+
+    async def _tell_rejected(self, pid: str, reason: str) -> None:
+        """The offerer learns why (a refused offer must not look like a bot that never answers)."""
+        try:
+            await self.session.send_offer_rejected(pid, reason[:500])
+        except Exception as exc:  # signaling trouble must not break the peer loop
+            log.warning("could not tell %s that its offer was rejected: %s", pid, exc)
 
     @staticmethod
     def _is_new_session(peer: RemotePeer, sdp: str) -> bool:

@@ -84,6 +84,7 @@ class Runtime:
             "audioModel": self.audio_description,
             "audioTrained": self.audio_trained,
             "faceAsset": str(self.face_asset),
+            "licence": (self.loaded.manifest.get("licence") or {}).get("summary"),
         }
 
 
@@ -139,8 +140,8 @@ def build_runtime(cfg: BotConfig, *, allow_untrained_audio: bool = False) -> Run
 
 def resolve_bundle(value: str, cache: Path) -> Path:
     """``""``/``starter`` → the shipped starter bundle; ``untrained`` → the demo bundle; else a path."""
-    if value == STARTER:
+    if value in ("", STARTER):
         return starter_bundle_dir()
-    if value in ("", UNTRAINED):
+    if value == UNTRAINED:
         return ensure_demo_bundle(cache / "bundles")
     return Path(value)

@@ -182,7 +182,7 @@ def format_info(info: dict[str, Any]) -> str:
     ]
     for modality, spec in info["extractors"].items():
         window = f", window {spec['window_s']} s" if "window_s" in spec else ""
-        lines.append(f"{modality + ' extractor':<15}{spec['name']} v{spec['version']} ({spec['dim']}-d{window})")
+        lines.append(f"{modality:<11}extractor {spec['name']} v{spec['version']} ({spec['dim']}-d{window})")
     lines.append(f"classes    {', '.join(info.get('classes') or [])}")
     licence = info.get("licence") or {}
     if licence:

@@ -43,6 +43,12 @@ class FeaturePlan:
     audio: ExtractorSpec
     min_audio_samples: int
     new_normaliser: Callable[[], Normaliser]
+    # The neutral-fallback threshold the bundle was calibrated for (None: engine.confidence_threshold,
+    # the reference's 0.45). A probability scale is a property of the model that produced it.
+    confidence_threshold: float | None = None
+
+    def threshold(self, configured: float) -> float:
+        return configured if self.confidence_threshold is None else self.confidence_threshold
 
     @property
     def face_dim(self) -> int:
@@ -125,7 +131,7 @@ def starter_plan(sb: Any) -> FeaturePlan:
     def new() -> Normaliser:
         return StarterNormaliser(sb.prior_mean, sb.prior_std, sb.prior_count, sb.face.dim)
 
-    return FeaturePlan(sb.face, sb.audio, sb.audio.window_samples, new)
+    return FeaturePlan(sb.face, sb.audio, sb.audio.window_samples, new, sb.fusion.confidence_threshold)
 
 
 def wrap_reference(bundle: Bundle) -> LoadedBundle:

@@ -36,6 +36,7 @@ from signaling.base import (
 )
 from signaling.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_REASON_CHARS,
     AnswerFrom,
     AnswerTo,
     CandidateFrom,
@@ -48,6 +49,7 @@ from signaling.messages import (
     MediaAnnounce,
     MediaUpdate,
     OfferFrom,
+    OfferRejectedTo,
     OfferTo,
     ProtocolError,
     ResultFrom,
@@ -116,10 +118,10 @@ class SignalingClient:
         self.room = welcome.room
         self.role: Role = welcome.role
         self._self_id = welcome.participant_id
+        self.resume_key: str | None = welcome.resume_key
+        """Pass to a later :meth:`connect` to replace this connection (a reconnect of the same person)."""
         self._peers: dict[str, PeerInfo] = {}
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(
-            maxsize=max(queue_size, len(welcome.participants) + 1)
-        )
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max(queue_size, len(welcome.participants) + 1))
         self._final: Disconnected | None = None
         self._final_pending = False
         self._closing = False
@@ -145,20 +147,23 @@ class SignalingClient:
         join_timeout_s: float = 10.0,
         queue_size: int = 1024,
         heartbeat_s: float | None = 20.0,
+        resume_key: str | None = None,
     ) -> SignalingClient:
         """Open the WebSocket, send ``join`` and return once ``welcome`` arrived.
 
         ``url`` is the server's ``ws://host:port/ws`` (or its ``http://host:port`` base). Raises
         :class:`JoinRejected` when the server refuses the join or does not answer in time.
+        ``resume_key`` is the :attr:`resume_key` of an earlier connection of ours: with it, this
+        join replaces that connection if it is still in the room (without it: ``id_taken``).
         """
         owns = session is None
         http = session if session is not None else aiohttp.ClientSession()
         ws: aiohttp.ClientWebSocketResponse | None = None
         try:
-            ws = await http.ws_connect(
-                _ws_url(url), max_msg_size=_CLIENT_MAX_MSG_BYTES, heartbeat=heartbeat_s
+            ws = await http.ws_connect(_ws_url(url), max_msg_size=_CLIENT_MAX_MSG_BYTES, heartbeat=heartbeat_s)
+            join = Join(
+                room=room, role=role, token=token, participant_id=participant_id, name=name, resume_key=resume_key
             )
-            join = Join(room=room, role=role, token=token, participant_id=participant_id, name=name)
             await ws.send_str(to_json(join))
             try:
                 async with asyncio.timeout(join_timeout_s):
@@ -212,6 +217,10 @@ class SignalingClient:
 
     async def send_result(self, peer_id: str, payload: dict[str, Any]) -> None:
         await self._send(ResultTo(to=peer_id, payload=payload))
+
+    async def send_offer_rejected(self, peer_id: str, reason: str) -> None:
+        """Tell ``peer_id`` its offer was refused; it gets ``error {code: "offer_rejected"}``."""
+        await self._send(OfferRejectedTo(to=peer_id, reason=reason[:MAX_REASON_CHARS]))
 
     async def announce_media(self, mic: bool, camera: bool) -> None:
         await self._send(MediaAnnounce(mic=mic, camera=camera))
@@ -369,9 +378,7 @@ async def create_room(
     room_key: str | None = None,
 ) -> tuple[str, str]:
     """``POST /rooms``; return ``(room_id, host_token)``."""
-    data = await _rest(
-        session, "POST", _http_base(http_url) / "rooms", body={"name": name or ""}, bearer=room_key
-    )
+    data = await _rest(session, "POST", _http_base(http_url) / "rooms", body={"name": name or ""}, bearer=room_key)
     return str(data["roomId"]), str(data["hostToken"])
 
 

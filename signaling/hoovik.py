@@ -331,6 +331,11 @@ class HoovikSession:
         }
         self._mark_mirror_dirty()
 
+    async def send_offer_rejected(self, peer_id: str, reason: str) -> None:
+        """Hoovik's protocol has no way to refuse an offer: the stock frontend would ignore it, so
+        the refusal is only counted (and logged by the bot); see docs/hoovik.md."""
+        self._count("offers_rejected")
+
     async def announce_media(self, mic: bool, camera: bool) -> None:
         await self._emit("update-participant-state", {"muted": not mic, "video": camera})
 

@@ -26,6 +26,10 @@ MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 128
 MAX_TOKEN_CHARS = 4096
 MAX_CANDIDATE_CHARS = 2048
+MAX_REASON_CHARS = 512
+RESUME_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+"""The secret ``welcome`` hands a joiner; presenting it again lets that joiner replace its own
+stale connection (docs/signaling.md, "Replacement semantics")."""
 ID_PATTERN = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{MAX_ID_CHARS}}}$")
 """Participant and room ids: short, printable, safe in logs and URLs."""
 
@@ -55,6 +59,9 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     REPLACED = "replaced"
     SHUTTING_DOWN = "shutting_down"
+    ID_RESERVED = "id_reserved"
+    RATE_LIMITED = "rate_limited"
+    OFFER_REJECTED = "offer_rejected"
 
 
 class CloseCode(IntEnum):
@@ -69,6 +76,7 @@ class CloseCode(IntEnum):
     JOIN_TIMEOUT = 4008
     REPLACED = 4009
     ROOM_FULL = 4029
+    RATE_LIMITED = 4030
 
 
 class ProtocolError(Exception):
@@ -110,6 +118,8 @@ class Join:
     token: str
     participant_id: str | None = None
     name: str = ""
+    resume_key: str | None = field(default=None, metadata=_OMIT_DEFAULT)
+    """The ``resumeKey`` of an earlier ``welcome``: proves this is the same person reconnecting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +168,16 @@ class ResultTo:
 
 
 @dataclass(frozen=True, slots=True)
+class OfferRejectedTo:
+    """Tell the member ``to`` that its offer was refused and why (e.g. the bot cannot decode it).
+    The server delivers it as ``error {code: "offer_rejected", from, message: reason}``."""
+
+    TYPE: ClassVar[str] = "offer_rejected"
+    to: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Leave:
     TYPE: ClassVar[str] = "leave"
 
@@ -179,6 +199,8 @@ class Welcome:
     participant_id: str
     role: Role
     participants: tuple[ParticipantInfo, ...] = ()
+    resume_key: str | None = field(default=None, metadata=_OMIT_DEFAULT)
+    """A per-connection secret: send it in a later ``join`` to replace this connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +258,8 @@ class ErrorMessage:
     TYPE: ClassVar[str] = "error"
     code: str
     message: str
+    from_: str | None = field(default=None, metadata=_OMIT_DEFAULT)
+    """Set when another member caused the error (``offer_rejected``); absent for the server's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,18 +267,11 @@ class Pong:
     TYPE: ClassVar[str] = "pong"
 
 
-ClientMessage: TypeAlias = Join | MediaAnnounce | OfferTo | AnswerTo | CandidateTo | ResultTo | Leave | Ping
+ClientMessage: TypeAlias = (
+    Join | MediaAnnounce | OfferTo | AnswerTo | CandidateTo | ResultTo | OfferRejectedTo | Leave | Ping
+)
 ServerMessage: TypeAlias = (
-    Welcome
-    | Joined
-    | Left
-    | MediaUpdate
-    | OfferFrom
-    | AnswerFrom
-    | CandidateFrom
-    | ResultFrom
-    | ErrorMessage
-    | Pong
+    Welcome | Joined | Left | MediaUpdate | OfferFrom | AnswerFrom | CandidateFrom | ResultFrom | ErrorMessage | Pong
 )
 Message: TypeAlias = ClientMessage | ServerMessage
 
@@ -343,6 +360,19 @@ def _id(o: _Obj, key: str) -> str:
 
 def _opt_id(o: _Obj, key: str) -> str | None:
     return None if o.get(key) is None else _id(o, key)
+
+
+def _opt_resume_key(o: _Obj, key: str) -> str | None:
+    value = o.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not RESUME_KEY_PATTERN.match(value):
+        raise _bad(o, key, "must be 16..64 characters of [A-Za-z0-9_-]")
+    return value
+
+
+def _opt_str(o: _Obj, key: str, max_chars: int) -> str:
+    return "" if o.get(key) is None else _str(o, key, max_chars, empty_ok=True)
 
 
 def _opt_name(o: _Obj, key: str) -> str:
@@ -440,6 +470,7 @@ _CLIENT: dict[str, Callable[[_Obj], ClientMessage]] = {
         token=_str(o, "token", MAX_TOKEN_CHARS),
         participant_id=_opt_id(o, "participantId"),
         name=_opt_name(o, "name"),
+        resume_key=_opt_resume_key(o, "resumeKey"),
     ),
     "media": lambda o: MediaAnnounce(
         mic=_bool(o, "mic"), camera=_bool(o, "camera"), analysis=_opt_bool(o, "analysis", True)
@@ -448,6 +479,7 @@ _CLIENT: dict[str, Callable[[_Obj], ClientMessage]] = {
     "answer": lambda o: AnswerTo(to=_id(o, "to"), sdp=_sdp(o, "sdp")),
     "candidate": lambda o: CandidateTo(to=_id(o, "to"), candidate=_candidate(o, "candidate")),
     "result": lambda o: ResultTo(to=_id(o, "to"), payload=_object(o, "payload")),
+    "offer_rejected": lambda o: OfferRejectedTo(to=_id(o, "to"), reason=_opt_str(o, "reason", MAX_REASON_CHARS)),
     "leave": lambda o: Leave(),
     "ping": lambda o: Ping(),
 }
@@ -458,6 +490,7 @@ _SERVER: dict[str, Callable[[_Obj], ServerMessage]] = {
         participant_id=_id(o, "participantId"),
         role=_role(o, "role"),
         participants=_participants(o, "participants"),
+        resume_key=_opt_resume_key(o, "resumeKey"),
     ),
     "joined": lambda o: Joined(participant=_participant(o, "participant")),
     "left": lambda o: Left(participant_id=_id(o, "participantId")),
@@ -470,11 +503,9 @@ _SERVER: dict[str, Callable[[_Obj], ServerMessage]] = {
     "offer": lambda o: OfferFrom(from_=_id(o, "from"), sdp=_sdp(o, "sdp")),
     "answer": lambda o: AnswerFrom(from_=_id(o, "from"), sdp=_sdp(o, "sdp")),
     "candidate": lambda o: CandidateFrom(from_=_id(o, "from"), candidate=_candidate(o, "candidate")),
-    "result": lambda o: ResultFrom(
-        from_=_id(o, "from"), about=_id(o, "about"), payload=_object(o, "payload")
-    ),
+    "result": lambda o: ResultFrom(from_=_id(o, "from"), about=_id(o, "about"), payload=_object(o, "payload")),
     "error": lambda o: ErrorMessage(
-        code=_str(o, "code", 64), message=_str(o, "message", 1024, empty_ok=True)
+        code=_str(o, "code", 64), message=_str(o, "message", 1024, empty_ok=True), from_=_opt_id(o, "from")
     ),
     "pong": lambda o: Pong(),
 }

@@ -494,7 +494,10 @@ class Replayer:
         """EMA and the result message, as ``Engine._emit`` builds them, on the media clock."""
         cfg = self.config
         smoother = EmaSmoother(
-            alpha=cfg.ema_alpha, confidence_threshold=cfg.confidence_threshold, ttl=cfg.ema_ttl_s, reset=cfg.ema_reset
+            alpha=cfg.ema_alpha,
+            confidence_threshold=self.models.plan.threshold(cfg.confidence_threshold),
+            ttl=cfg.ema_ttl_s,
+            reset=cfg.ema_reset,
         )
         seq = 0
         offset = rec.input.offset_s

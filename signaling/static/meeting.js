@@ -43,6 +43,8 @@ class Meeting {
         role: this.role,
         token: this.token,
         participantId: sessionStorage.getItem(this.pidKey) ?? this.invite.participantId ?? null,
+        // Proves a reload is the same person: only then may it replace its own stale connection.
+        resumeKey: sessionStorage.getItem(`${this.pidKey}:resume`) ?? undefined,
         name,
       });
     } catch (err) {
@@ -52,6 +54,7 @@ class Meeting {
     }
     this.selfId = welcome.participantId;
     sessionStorage.setItem(this.pidKey, this.selfId);
+    if (welcome.resumeKey) sessionStorage.setItem(`${this.pidKey}:resume`, welcome.resumeKey);
     setConn("#conn-signaling", "connected", "Signaling: connected");
     show($("#prejoin"), false);
     show($("#call"));

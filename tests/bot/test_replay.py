@@ -304,7 +304,7 @@ async def _drive_live_engine(path: Path, config: EngineConfig, models: ReplayMod
         Engine,
         config,
         predictor=models.predictor,
-        norm=models.norm,
+        features=models.plan,
         make_face_extractor=models.make_face_extractor,
         audio_embedder=models.audio,
         bundle=models.bundle,
@@ -338,10 +338,30 @@ async def _drive_live_engine(path: Path, config: EngineConfig, models: ReplayMod
     return results
 
 
-@pytest.mark.parametrize("clip", ["crema-d/1001_DFA_HAP_XX.flv", "audio_gap"])
+@pytest.fixture(scope="module")
+def starter_models(face_asset: Path) -> ReplayModels:
+    """The shipped starter bundle, loaded exactly as ``hoovik-bot replay`` loads it without --bundle."""
+    from bot.config import BotConfig
+    from bot.runtime import build_runtime
+
+    cfg = BotConfig()
+    cfg.models.face_asset = str(face_asset)
+    return ReplayModels.from_runtime(build_runtime(cfg))
+
+
+@pytest.mark.parametrize(
+    ("clip", "family"),
+    [("crema-d/1001_DFA_HAP_XX.flv", "reference"), ("audio_gap", "reference"), ("audio_gap", "starter")],
+)
 def test_replay_matches_the_live_engine(
-    models: ReplayModels, media_dir: Path, media: dict[str, Path], clip: str
+    models: ReplayModels,
+    starter_models: ReplayModels,
+    media_dir: Path,
+    media: dict[str, Path],
+    clip: str,
+    family: str,
 ) -> None:
+    models = starter_models if family == "starter" else models
     # Batches of one on both sides, so even the last bits of every forward agree.
     cfg = EngineConfig(audio_max_batch=1, inference_max_batch=1)
     path = media[clip] if clip in media else media_dir / clip
@@ -358,6 +378,25 @@ def test_replay_matches_the_live_engine(
     for a, b in zip(live, ours, strict=True):
         assert comparable(a) == comparable(b)
         assert abs(a.ts_ms - b.ts_ms) <= 1
+
+
+@pytest.mark.parametrize(
+    ("clip", "emotion"),
+    [
+        ("crema-d/1001_DFA_ANG_XX.flv", "angry"),
+        ("crema-d/1001_DFA_HAP_XX.flv", "happy"),
+        ("ravdess/01-01-01-01-01-01-01.mp4", "neutral/calm"),
+    ],
+)
+def test_starter_bundle_reads_the_clips_emotion(
+    starter_models: ReplayModels, media_dir: Path, clip: str, emotion: str
+) -> None:
+    """Replay on the shipped starter bundle: the clip's emotion is the majority of its results."""
+    run = replay([ReplayInput(media_dir / clip, "p")], EngineConfig(), starter_models)
+    results = run.participants[0].results
+    assert results and all(r.trained and r.bundle_id.startswith("hb-starter-") for r in results)
+    labels = [r.emotion for r in results]
+    assert max(set(labels), key=labels.count) == emotion, labels
 
 
 # -- the command line ----------------------------------------------------------------------------

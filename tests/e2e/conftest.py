@@ -124,8 +124,36 @@ class Meeting:
             await asyncio.sleep(0.05)
 
 
+@pytest.fixture(scope="session")
+def starter_config(face_asset: Path) -> BotConfig:
+    """No --bundle: the shipped starter bundle, as a new user gets it."""
+    cfg = BotConfig()
+    cfg.models.face_asset = str(face_asset)
+    cfg.models.offline = True
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def starter_runtime(starter_config: BotConfig) -> Runtime:
+    return build_runtime(starter_config)
+
+
 @pytest_asyncio.fixture
 async def meeting(bot_config: BotConfig, runtime: Runtime, clips: list[ClipMedia]) -> AsyncIterator[Meeting]:
+    async with _meeting(bot_config, runtime, clips) as m:
+        yield m
+
+
+@pytest_asyncio.fixture
+async def starter_meeting(
+    starter_config: BotConfig, starter_runtime: Runtime, clips: list[ClipMedia]
+) -> AsyncIterator[Meeting]:
+    async with _meeting(starter_config, starter_runtime, clips) as m:
+        yield m
+
+
+@contextlib.asynccontextmanager
+async def _meeting(bot_config: BotConfig, runtime: Runtime, clips: list[ClipMedia]) -> AsyncIterator[Meeting]:
     use_loopback_ice()
     secret = secrets.token_bytes(32)
     server = SignalingServer(secret)

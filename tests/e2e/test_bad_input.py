@@ -76,6 +76,14 @@ async def test_garbage_sdp_is_rejected_and_the_sender_can_retry(meeting) -> None
     await rogue.send_offer("bot", "v=0\r\nthis is not an SDP\r\n")
     participant = meeting.service.participant
     await meeting.wait_for(lambda: participant.errors.get("bad_offer", 0) >= 1, what="the bad offer to be counted")
+    # The offerer is told why, instead of waiting for an answer that never comes.
+    told = None
+    async with asyncio.timeout(20):
+        async for ev in rogue.events():
+            if isinstance(ev, SignalingError) and ev.code == "offer_rejected":
+                told = ev
+                break
+    assert told is not None and told.message
     await keeps_getting_results(meeting, good)
     await rogue.close()
     # A participant whose first offer was garbage can still join properly afterwards.

@@ -81,6 +81,24 @@ def test_batched_call_equals_single_calls(golden_dir: Path, predictor: Predictor
         assert got.anomaly == single.anomaly
 
 
+def test_skipping_zero_weight_tabular_rows_changes_no_fused_output(golden_dir: Path, bundle_dir: Path) -> None:
+    """The live engine's predictor skips XGBoost for face-only rows (its weight is 0 there)."""
+    full, fast = Predictor(load_bundle(bundle_dir)), Predictor(load_bundle(bundle_dir), skip_unweighted=True)
+    cases = [c for c in _cases(golden_dir) if not c.name.startswith("error_")]
+    arrays = [_inputs(c) for c in cases]
+    stacked = [np.stack([a[i] for a in arrays]) for i in range(4)]
+    skipped = 0
+    for case, a, b in zip(cases, full.predict_batch(*stacked), fast.predict_batch(*stacked), strict=True):
+        np.testing.assert_array_equal(a.probs, b.probs, err_msg=case.name)
+        assert (a.label, a.confidence, a.anomaly, a.weights) == (b.label, b.confidence, b.anomaly, b.weights)
+        if a.profile == "video_only":
+            assert b.p_tabular is None
+            skipped += 1
+        else:
+            np.testing.assert_array_equal(a.p_tabular, b.p_tabular, err_msg=case.name)
+    assert skipped > 0
+
+
 def test_bad_rows_do_not_harm_the_rest_of_a_batch(golden_dir: Path, predictor: Predictor) -> None:
     good = _inputs(golden_dir / "cases" / "sample_angry_both")
     bad = [a.copy() for a in good]

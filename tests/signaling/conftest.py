@@ -109,16 +109,24 @@ JoinFactory = Callable[..., Awaitable[SignalingClient]]
 
 @pytest.fixture
 async def join() -> AsyncIterator[JoinFactory]:
-    """``await join(room, pid, role)`` → a connected client (host role uses the host token)."""
+    """``await join(room, pid, role)`` → a connected client (host role uses the host token).
+
+    ``resume_key`` is an earlier client's :attr:`SignalingClient.resume_key` (to replace it)."""
     clients: list[SignalingClient] = []
 
     async def connect(
-        room: Room, pid: str | None, role: Role = "participant", *, token: str | None = None, name: str = ""
+        room: Room,
+        pid: str | None,
+        role: Role = "participant",
+        *,
+        token: str | None = None,
+        name: str = "",
+        resume_key: str | None = None,
     ) -> SignalingClient:
         if token is None:
             token = room.host_token if role == "host" else await room.invite(role)
         client = await SignalingClient.connect(
-            room.server.ws_url, room.id, token, pid, name or str(pid), role
+            room.server.ws_url, room.id, token, pid, name or str(pid), role, resume_key=resume_key
         )
         clients.append(client)
         return client

@@ -28,9 +28,7 @@ from signaling.client import (
 )
 
 BROWSER_CANDIDATE = {
-    "candidate": (
-        "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 10.0.0.2 rport 46154"
-    ),
+    "candidate": ("candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 10.0.0.2 rport 46154"),
     "sdpMid": "0",
     "sdpMLineIndex": 0,
     "usernameFragment": "aB3d",
@@ -104,9 +102,7 @@ async def test_events_end_with_disconnected_and_sends_then_fail(room: Any, join:
         await events.next(alice)
 
 
-async def test_small_event_queue_applies_backpressure_without_dropping(
-    room: Any, join: Any, events: Any
-) -> None:
+async def test_small_event_queue_applies_backpressure_without_dropping(room: Any, join: Any, events: Any) -> None:
     alice = await join(room, "alice", "participant")
     token = await room.invite("bot")
     bot = await SignalingClient.connect(room.server.ws_url, room.id, token, "bot", "", "bot", queue_size=2)

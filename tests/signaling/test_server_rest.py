@@ -46,9 +46,7 @@ async def test_create_room_without_body(server: Any, http: aiohttp.ClientSession
 @pytest.mark.parametrize(
     ("body", "code"), [(b"{nope", "bad_json"), (b"[1]", "bad_json"), (b'{"name": 5}', "bad_field")]
 )
-async def test_create_room_rejects_bad_bodies(
-    server: Any, http: aiohttp.ClientSession, body: bytes, code: str
-) -> None:
+async def test_create_room_rejects_bad_bodies(server: Any, http: aiohttp.ClientSession, body: bytes, code: str) -> None:
     async with http.post(f"{server.url}/rooms", data=body) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"] == code
@@ -111,9 +109,7 @@ async def test_invite_needs_a_host_token_of_that_room(room: Any, make_room: Any)
         {"role": "bot", "participantId": "no spaces"},
     ],
 )
-async def test_invite_rejects_bad_bodies(
-    room: Any, http: aiohttp.ClientSession, body: dict[str, Any]
-) -> None:
+async def test_invite_rejects_bad_bodies(room: Any, http: aiohttp.ClientSession, body: dict[str, Any]) -> None:
     async with http.post(
         f"{room.server.url}/rooms/{room.id}/invites", json=body, headers=auth(room.host_token)
     ) as resp:
@@ -142,9 +138,7 @@ async def test_unknown_room_is_404_for_a_valid_token(server: Any, http: aiohttp.
     async with http.get(f"{server.url}/rooms/ghost", headers=auth(token)) as resp:
         assert resp.status == 404
         assert (await resp.json())["error"] == "room_not_found"
-    async with http.post(
-        f"{server.url}/rooms/ghost/invites", json={"role": "bot"}, headers=auth(token)
-    ) as resp:
+    async with http.post(f"{server.url}/rooms/ghost/invites", json={"role": "bot"}, headers=auth(token)) as resp:
         assert resp.status == 404
 
 
@@ -168,9 +162,7 @@ async def test_cors_only_when_configured(make_server: Any, http: aiohttp.ClientS
         assert "Access-Control-Allow-Origin" not in resp.headers
 
 
-async def test_websocket_origin_is_checked_when_configured(
-    make_server: Any, http: aiohttp.ClientSession
-) -> None:
+async def test_websocket_origin_is_checked_when_configured(make_server: Any, http: aiohttp.ClientSession) -> None:
     server = await make_server(allow_origins=frozenset({"https://app.example"}))
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
         await http.ws_connect(server.ws_url, headers={"Origin": "https://evil.example"})

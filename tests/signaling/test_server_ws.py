@@ -40,9 +40,7 @@ async def fence(events: Any, sender: SignalingClient, receiver: SignalingClient,
     assert event == RemoteOffer(sender.self_id, f"v=0 fence {tag}"), event
 
 
-async def raw_join(
-    http: aiohttp.ClientSession, room: Any, message: dict[str, Any]
-) -> aiohttp.ClientWebSocketResponse:
+async def raw_join(http: aiohttp.ClientSession, room: Any, message: dict[str, Any]) -> aiohttp.ClientWebSocketResponse:
     ws = await http.ws_connect(room.server.ws_url)
     await ws.send_str(json.dumps({"type": "join", "room": room.id, **message}))
     return ws
@@ -272,12 +270,13 @@ async def test_room_full(make_server: Any, make_room: Any, join: Any) -> None:
     server = await make_server(max_members_per_room=2)
     room = await make_room(server)
     token = await room.invite("participant")
-    await join(room, "a", "participant", token=token)
+    a = await join(room, "a", "participant", token=token)
     await join(room, "b", "participant")
     with pytest.raises(JoinRejected) as err:
         await join(room, "c", "participant")
     assert err.value.code == "room_full"
-    await join(room, "a", "participant", token=token)  # replacing an existing id is not growth
+    # Replacing an existing id (a reconnect, proven by the resume key) is not growth.
+    await join(room, "a", "participant", token=token, resume_key=a.resume_key)
 
 
 async def test_first_message_must_be_join(room: Any, http: aiohttp.ClientSession) -> None:
@@ -324,9 +323,7 @@ async def test_join_timeout(
         ("[]", "bad_message"),
     ],
 )
-async def test_malformed_messages_keep_the_connection(
-    room: Any, join: Any, events: Any, text: str, code: str
-) -> None:
+async def test_malformed_messages_keep_the_connection(room: Any, join: Any, events: Any, text: str, code: str) -> None:
     alice = await join(room, "alice", "participant")
     bob = await join(room, "bob", "participant")
     await events.expect(alice, PeerJoined)
@@ -376,16 +373,16 @@ async def test_message_beyond_the_hard_limit_is_cut_by_aiohttp(
 # --- replacement, slow consumers, lifecycle ------------------------------------------------------
 
 
-async def test_duplicate_participant_id_replaces_the_old_connection(
-    room: Any, join: Any, events: Any
-) -> None:
+async def test_duplicate_participant_id_replaces_the_old_connection(room: Any, join: Any, events: Any) -> None:
     host = await join(room, "host", "host")
     token = await room.invite("participant")  # a reload reuses its token
     old = await join(room, "alice", "participant", name="Alice (tab 1)", token=token)
     await events.expect(host, PeerJoined)
     await events.expect(old, PeerJoined)
 
-    new = await join(room, "alice", "participant", name="Alice (tab 2)", token=token)
+    # ... and presents the resume key its first welcome gave it (the token alone is not enough).
+    key = old.resume_key
+    new = await join(room, "alice", "participant", name="Alice (tab 2)", token=token, resume_key=key)
     replaced = await events.next(old)
     assert isinstance(replaced, SignalingError)
     assert replaced.code == "replaced"
@@ -401,7 +398,10 @@ async def test_duplicate_participant_id_replaces_the_old_connection(
 async def test_slow_consumer_is_cut_off_and_counted(
     make_server: Any, make_room: Any, http: aiohttp.ClientSession, join: Any, events: Any, until: Any
 ) -> None:
-    server = await make_server(send_queue_messages=4, send_queue_bytes=1 << 20, close_timeout_s=1.0)
+    # The inbound rate limit is off here: this test floods on purpose to fill the *reader's* outbox.
+    server = await make_server(
+        send_queue_messages=4, send_queue_bytes=1 << 20, close_timeout_s=1.0, msg_rate_per_s=None
+    )
     room = await make_room(server)
     host = await join(room, "host", "host")
     token = await room.invite("participant")
@@ -434,9 +434,7 @@ async def test_slow_consumer_is_cut_off_and_counted(
     await stalled.close()
 
 
-async def test_room_is_freed_when_everyone_left(
-    room: Any, join: Any, until: Any, http: aiohttp.ClientSession
-) -> None:
+async def test_room_is_freed_when_everyone_left(room: Any, join: Any, until: Any, http: aiohttp.ClientSession) -> None:
     hub = room.server.hub
     host = await join(room, "host", "host")
     alice = await join(room, "alice", "participant")
@@ -470,9 +468,7 @@ async def test_unjoined_room_expires_after_room_ttl(make_server: Any, make_room:
     await until(lambda: not server.hub.has_room(room.id))
 
 
-async def test_server_shutdown_tells_clients(
-    make_server: Any, make_room: Any, join: Any, events: Any
-) -> None:
+async def test_server_shutdown_tells_clients(make_server: Any, make_room: Any, join: Any, events: Any) -> None:
     server = await make_server()
     room = await make_room(server)
     alice = await join(room, "alice", "participant")
