@@ -2,7 +2,7 @@
 
 Everything that speaks WebRTC runs inside a network namespace created here (see ``browser_env``):
 the signaling server (``hoovik-bot serve --bot-command …``), the bot it launches when a page presses
-"Add the bot" (``hoovik-bot join`` with the golden bundle, a tiny Wav2Vec2 and the MediaPipe asset),
+"Add the bot" (``hoovik-bot join`` with the shipped starter bundle and the MediaPipe asset),
 and every Chromium, whose fake camera and microphone play files made here from the shared clips.
 Playwright for Python drives Debian's Chromium (``executable_path``); nothing is downloaded.
 Screenshots go to ``test-artifacts/browser/``.
@@ -101,27 +101,15 @@ def tiny_wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def golden_bundle_dir(golden_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The original's published artefacts imported with the product's own command."""
-    out = tmp_path_factory.mktemp("bundles") / "golden"
-    cmd = [str(BIN / "hoovik-bot"), "models", "import-hoovik", str(golden_dir / "artifacts"), "--out", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-    return out
-
-
-@pytest.fixture(scope="session")
 def stack(
     netns: NetNamespace,
-    golden_bundle_dir: Path,
-    tiny_wav2vec2_dir: Path,
     face_asset: Path,
     artifacts: Path,
 ) -> Iterator[Stack]:
     secret = secrets.token_bytes(32)
+    # No --bundle: the shipped starter bundle, as a host who clicks "Add the bot" gets it.
     bot_cmd = [
         sys.executable, "-m", "bot.cli", "join",
-        "--bundle", str(golden_bundle_dir),
-        "--audio-model", str(tiny_wav2vec2_dir),
         "--face-asset", str(face_asset),
         "--http-host", "0.0.0.0",  # the namespace's addresses only; lets the test read telemetry
         "--name", "Hoovik Bot",

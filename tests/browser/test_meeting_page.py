@@ -122,7 +122,7 @@ def test_two_browsers_invite_the_bot_and_see_live_results(
         assert page.locator(f"{p} .bars .bar").count() == 6
         assert page.is_visible(f"{p} canvas.timeline")
         assert profile(page, pid) in ("both", "audio_only", "video_only")
-        # The golden bundle is trained: no untrained warning, and the page says what the bot said.
+        # The default (starter) bundle is trained: no untrained warning, and the page says what the bot said.
         assert page.get_attribute(p, "data-trained") == "true"
         assert page.is_hidden(f"{p} .untrained")
     shoot(host, artifacts, "02-host-live")

@@ -393,13 +393,25 @@ def speech_16k(path: Path) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def starter_runtime(face_asset: Path) -> Runtime:
+    """The shipped starter bundle, as ``hoovik-bot join --hoovik …`` loads it without --bundle."""
+    from bot.runtime import build_runtime
+
+    cfg = BotConfig()
+    cfg.models.face_asset = str(face_asset)
+    return build_runtime(cfg)
+
+
+@pytest.mark.parametrize("family", ["reference", "starter"])
 async def test_uploads_produce_results_with_the_real_engine(
-    hoovik_bot_config: BotConfig, hoovik_runtime: Runtime, media_dir: Path, jpeg: bytes
+    hoovik_bot_config: BotConfig, request: pytest.FixtureRequest, media_dir: Path, jpeg: bytes, family: str
 ) -> None:
     """A drop-in client of the original: 100 ms float32 chunks and JPEG frames in, results out."""
+    runtime: Runtime = request.getfixturevalue("starter_runtime" if family == "starter" else "hoovik_runtime")
     service = BotService(hoovik_bot_config, emotion_service=EmotionServiceOptions())
     await service.start_http()
-    await service.load(hoovik_runtime)
+    await service.load(runtime)
     url = f"http://127.0.0.1:{service.http_port}"
     ui = await client(url, "u-upload")
     speech = speech_16k(media_dir / "ravdess" / "audio" / "03-01-03-01-01-01-02.wav")
@@ -426,6 +438,8 @@ async def test_uploads_produce_results_with_the_real_engine(
             assert msg["participantId"] == "u-upload"
             assert set(msg["result"]) == {"emotion", "confidence", "probs", "modality", "anomaly", "anomalyScore"}
         assert any(m["result"]["modality"] == "both" for m in ui.messages())
+        if family == "starter":
+            assert all(m["trained"] is True and m["bundleId"].startswith("hb-starter-") for m in ui.messages())
         assert "u-upload" in service.engine.participants
         assert service.telemetry.stats()["emotionService"]["uploadParticipants"] == ["u-upload"]
     finally:
