@@ -97,6 +97,8 @@ GROUP_SIZE = 8
 MAX_FACE_IN_FLIGHT = 1
 # Window over which per-participant rates are computed for telemetry.
 RATE_WINDOW_S = 5.0
+# A participant below this share of the step rate is shown as "reduced rate" (telemetry, pages).
+BELOW_TARGET = 0.9
 
 
 class FrameBox:
@@ -183,6 +185,7 @@ class ParticipantState:
     audio_in_flight: int = 0
     inference_in_flight: int = 0
     counters: dict[str, int] = field(default_factory=_int_dict)
+    added_at: float = 0.0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     result_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     sample_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
@@ -283,6 +286,7 @@ class Engine:
             max_pending=128,
         )
         self.counters: dict[str, int] = {}
+        self._late_since_observe = 0
         self._task: asyncio.Task[None] | None = None
         self._steps: set[asyncio.Task[None]] = set()
         self.started_at = clock()
@@ -334,7 +338,8 @@ class Engine:
                 reset=cfg.ema_reset,
             ),
         )
-        st.slot, st.next_due = self._first_due(self.clock())
+        st.added_at = self.clock()
+        st.slot, st.next_due = self._first_due(st.added_at)
         self.participants[pid] = st
         return st
 
@@ -489,6 +494,7 @@ class Engine:
                 if st.late_due != st.next_due:
                     st.late_due = st.next_due
                     st.count("steps_late")
+                    self._late_since_observe += 1
                 continue
             # Stay on the participant's phase; periods missed entirely are skipped and counted.
             missed = math.floor((now - st.next_due) / self.interval)
@@ -509,7 +515,11 @@ class Engine:
                 # The throttle sees the face queue as a new group finds it: what earlier groups
                 # left behind. A group's own burst (cleared within a few face times) is not a
                 # backlog; jobs still queued when the next group arrives are.
-                self.throttle.observe(self.face_pool.depth, now)
+                # A step still running when its next one is due means the engine as a whole is not
+                # keeping up (inference or audio, not only faces): that counts as overload too, so
+                # the sampling rate comes down for everyone together.
+                self.throttle.observe(self.face_pool.depth, now, overloaded=self._late_since_observe > 0)
+                self._late_since_observe = 0
                 cohort = _Cohort(self)
             task = asyncio.create_task(self._step(st, cohort), name=f"step-{st.pid}")
             self._steps.add(task)
@@ -550,9 +560,11 @@ class Engine:
                     st.count("face_late")
             if self.participants.get(st.pid) is not st or not st.analysed:
                 return
-            now = self.clock()
-            face_active = self._face_active(st, now)
-            audio_active = self._audio_active(st, now)
+            # Freshness is judged at the step's start, on what had arrived by then (features carry
+            # the start of the step that sampled them), never on how late the step finishes: a busy
+            # engine must not turn a participant whose streams both flow into "voice only".
+            face_active = self._face_active(st, start)
+            audio_active = self._audio_active(st, start)
             if not (face_active or audio_active):
                 st.profile = None
                 return
@@ -600,10 +612,12 @@ class Engine:
         st.face_in_flight += 1
         st.sample_times.append(now)
         st.count("frames_sampled")
-        fut.add_done_callback(lambda f: self._face_done(st, job, f))
+        fut.add_done_callback(lambda f: self._face_done(st, job, f, now))
         return fut
 
-    def _face_done(self, st: ParticipantState, job: FaceJob, fut: asyncio.Future[FaceOutput]) -> None:
+    def _face_done(
+        self, st: ParticipantState, job: FaceJob, fut: asyncio.Future[FaceOutput], sampled_at: float
+    ) -> None:
         st.face_in_flight -= 1
         if self.participants.get(st.pid) is not st or fut.cancelled():
             return
@@ -618,14 +632,14 @@ class Engine:
             return
         media_time = job.media_time if out.media_time is None else out.media_time
         st.face_seq.append(out.vector, media_time)
-        st.face_last_wall = self.clock()
+        st.face_last_wall = sampled_at  # the step that took the frame, however late the face came back
         st.face_last_media = media_time
         st.face_last_captured = job.wall_time if out.wall_time is None else out.wall_time
         st.count("faces")
 
     def _submit_audio(
         self, st: ParticipantState, now: float, cohort: _Cohort
-    ) -> tuple[asyncio.Future[AudioOutput], Any] | None:
+    ) -> tuple[asyncio.Future[AudioOutput], Any, float] | None:
         """Queue the newest 0.6 s window, unless the stream is stale, too short or digital silence."""
         if not (st.mic_on and st.analysed) or not self._audio_stream_live(st, now):
             return None
@@ -640,9 +654,11 @@ class Engine:
             cohort.audio.join(), AudioJob(st.pid, window.samples, window.end_media_time, window.end_wall_time)
         )
         st.audio_in_flight += 1
-        return fut, window
+        return fut, window, now
 
-    async def _finish_audio(self, st: ParticipantState, fut: asyncio.Future[AudioOutput], window: Any) -> None:
+    async def _finish_audio(
+        self, st: ParticipantState, fut: asyncio.Future[AudioOutput], window: Any, sampled_at: float
+    ) -> None:
         try:
             out = await fut
         except asyncio.CancelledError:
@@ -668,7 +684,7 @@ class Engine:
             return
         st.norm.observe_audio(out.vector)
         st.audio_seq.append(out.vector, window.end_media_time)
-        st.audio_emb_last_wall = self.clock()
+        st.audio_emb_last_wall = sampled_at  # the step that took the window (see _step_inner)
         st.audio_emb_media = window.end_media_time
         st.audio_emb_captured = window.end_wall_time
         st.count("audio_embedded")
@@ -779,14 +795,25 @@ class Engine:
             "vadGated": st.counters.get("vad_gated", 0),
             "drops": drops,
             "resultsPerSecond": _rate(st.result_times, now),
+            "reducedRate": self._below_target(st, now),
             "latencyMs": _percentiles(lat),
             "counters": dict(st.counters),
         }
 
+    def _below_target(self, st: ParticipantState, now: float) -> bool:
+        """Analysed, with a live modality, present for a whole rate window, yet under 90 % of the
+        step rate: the engine is throttling or skipping this participant's steps."""
+        if not st.analysed or st.profile is None or now - st.added_at < RATE_WINDOW_S:
+            return False
+        return _rate(st.result_times, now) < BELOW_TARGET * (1.0 / self.interval)
+
     def snapshot(self) -> dict[str, Any]:
         t = self.throttle
+        participants = [self.participant_stats(st) for st in self.participants.values()]
         return {
-            "participants": [self.participant_stats(st) for st in self.participants.values()],
+            "participants": participants,
+            "participantsBelowTarget": sum(1 for p in participants if p["reducedRate"]),
+            "targetResultsPerSecond": round(1.0 / self.interval, 3),
             "queues": {
                 "face": self.face_pool.depth,
                 "audio": self.audio_pool.depth,

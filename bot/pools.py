@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -29,6 +30,9 @@ Req = TypeVar("Req")
 Res = TypeVar("Res")
 
 _STOP = object()
+# The busy fraction covers this much recent time, from at most this many recent batches.
+BUSY_WINDOW_S = 5.0
+RECENT_BATCHES = 2048
 
 
 class PoolFull(RuntimeError):
@@ -102,6 +106,8 @@ class BatchWorkerPool(Generic[Req, Res]):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._in_flight = 0
+        # (start, end) of recent batches, for the busy fraction; bounded like everything else.
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT_BATCHES)
         self._lock = threading.Lock()
         self._closed = False
         self.stats = PoolStats()
@@ -161,10 +167,21 @@ class BatchWorkerPool(Generic[Req, Res]):
         self._queue.put(jobs)
         return [job.future for job in jobs]
 
+    def busy_fraction(self, window_s: float = BUSY_WINDOW_S) -> float:
+        """Share of the last ``window_s`` its threads spent computing (1.0 = every thread saturated)."""
+        now = time.perf_counter()
+        since = now - window_s
+        with self._lock:
+            spans = list(self._recent)
+        busy = sum(max(0.0, min(t1, now) - max(t0, since)) for t0, t1 in spans if t1 > since)
+        return round(min(1.0, busy / (window_s * max(1, len(self._threads)))), 3)
+
     def snapshot(self) -> dict[str, Any]:
         """Depth and counters, for telemetry."""
+        busy = self.busy_fraction()
         with self._lock:
             out = self.stats.to_dict()
+            out["busyFraction"] = busy
             out.update(
                 {
                     "threads": len(self._threads),
@@ -262,7 +279,8 @@ class BatchWorkerPool(Generic[Req, Res]):
         except Exception as exc:
             log.exception("%s: batch of %d failed", self.name, len(live))
             results, error = [], exc
-        elapsed = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        elapsed = t1 - t0
         # CPU time of this thread only: what the stage costs, whatever else competes for the cores.
         cpu = time.thread_time() - c0
         with self._lock:
@@ -270,6 +288,7 @@ class BatchWorkerPool(Generic[Req, Res]):
             self.stats.batches += 1
             self.stats.busy_s += elapsed
             self.stats.cpu_s += cpu
+            self._recent.append((t0, t1))
             if waited:
                 self.stats.wait_s += sum(waited)
                 self.stats.max_wait_s = max(self.stats.max_wait_s, max(waited))

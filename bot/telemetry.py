@@ -92,6 +92,9 @@ class EngineCollector(Collector):
             "hoovik_pool_requests", "Requests per pool by outcome", labels=["pool", "outcome"]
         )
         busy = CounterMetricFamily("hoovik_pool_busy_seconds", "Seconds pool threads spent computing", labels=["pool"])
+        busy_frac = GaugeMetricFamily(
+            "hoovik_pool_busy_fraction", "Share of the last 5 s the pool's threads spent computing", labels=["pool"]
+        )
         for pool, p in snap["pools"].items():
             depth.add_metric([pool], p["pending"] + p["inFlight"])
             for size, n in p["batchSizes"].items():
@@ -99,7 +102,14 @@ class EngineCollector(Collector):
             for outcome in ("completed", "failed", "rejected"):
                 completed.add_metric([pool, outcome], p[outcome])
             busy.add_metric([pool], p["busyS"])
-        yield from (depth, batches, completed, busy)
+            busy_frac.add_metric([pool], p.get("busyFraction", 0.0))
+        yield from (depth, batches, completed, busy, busy_frac)
+        below = GaugeMetricFamily(
+            "hoovik_participants_below_target",
+            "Participants with a live modality getting under 90 % of the step rate (reduced rate)",
+        )
+        below.add_metric([], snap.get("participantsBelowTarget", 0))
+        yield below
 
         fps = GaugeMetricFamily(
             "hoovik_sampling_fps", "Face sampling rate set by the throttle (frames/s per participant)"
@@ -134,6 +144,16 @@ class EngineCollector(Collector):
         p_rate = GaugeMetricFamily(
             "hoovik_participant_results_per_second", "Result rate over the last 5 s", labels=["participant"]
         )
+        p_sampled = GaugeMetricFamily(
+            "hoovik_participant_sampled_fps",
+            "Frames sampled for the face model over the last 5 s",
+            labels=["participant"],
+        )
+        p_reduced = GaugeMetricFamily(
+            "hoovik_participant_reduced_rate",
+            "1 while the participant gets under 90 % of the step rate",
+            labels=["participant"],
+        )
         for p in snap["participants"]:
             pid = p["participantId"]
             c = p["counters"]
@@ -141,7 +161,9 @@ class EngineCollector(Collector):
             p_gated.add_metric([pid], c.get("vad_gated", 0))
             p_frames.add_metric([pid], c.get("frames_skipped", 0))
             p_rate.add_metric([pid], p["resultsPerSecond"])
-        yield from (p_results, p_gated, p_frames, p_rate)
+            p_sampled.add_metric([pid], p["sampledFps"])
+            p_reduced.add_metric([pid], 1.0 if p.get("reducedRate") else 0.0)
+        yield from (p_results, p_gated, p_frames, p_rate, p_sampled, p_reduced)
 
 
 class Telemetry:

@@ -63,9 +63,13 @@ class SamplingThrottle:
         self.decreases = 0
         self.recoveries = 0
 
-    def observe(self, queue_depth: int, now: float) -> float:
-        """Feed the current face-queue depth; returns the sampling rate to use."""
-        if queue_depth > self.queue_limit:
+    def observe(self, queue_depth: int, now: float, *, overloaded: bool = False) -> float:
+        """Feed the current face-queue depth; returns the sampling rate to use.
+
+        ``overloaded``: the engine fell behind elsewhere (a step still running when the next one was
+        due), which counts like a face queue over the limit: fewer frames leave more CPU to the rest.
+        """
+        if overloaded or queue_depth > self.queue_limit:
             self._calm_since = None
             # One decrease per recovery interval, so a single burst does not floor the rate.
             if self.fps > self.min_fps and now - self._last_change >= self.recover_after_s / 2:
