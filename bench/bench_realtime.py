@@ -6,6 +6,7 @@ Usage (one command; see docs/engine.md for the measured table):
     .venv/bin/python bench/bench_realtime.py --duration 60         # a short run
     .venv/bin/python bench/bench_realtime.py --duration 60 --sweep 10,12,14,16   # largest N at >= 2/s
     .venv/bin/python bench/bench_realtime.py --precision fp32 --json out.json
+    .venv/bin/python bench/bench_realtime.py --bundle starter --duration 60 --sweep 10,20,30   # the shipped starter
 
 What runs: ``hoovik-bot serve``; ``hoovik-bot join`` with production-size models (the seeded,
 untrained 12-layer Wav2Vec2 ``untrained:production`` and the untrained production-size bundle of
@@ -46,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.assets import cache_dir, locate_face_asset  # noqa: E402
+from models.starter.shipped import starter_bundle_dir  # noqa: E402
 from models.untrained import ensure_production_bundle  # noqa: E402
 from signaling.client import create_room, mint_invite  # noqa: E402
 
@@ -237,11 +239,38 @@ def report(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def breakdown(runs: list[dict[str, Any]]) -> str:
+    """Where each run's CPU went and which pool saturated: the pools' own thread CPU, and the rest of
+    the bot process (WebRTC receive and decode, the asyncio loop) as "decode+loop"."""
+    lines = ["N    saturated (busy share, last 5 s)        CPU share: face  audio  inference  decode+loop"]
+    for s in runs:
+        pools = (s.get("bot") or {}).get("pools") or {}
+        cpu = {name: float(p.get("cpuS") or 0.0) for name, p in pools.items()}
+        seconds = float(s.get("measuredS", 0.0)) + float(s["options"].get("warmupS", 0.0))
+        total = float(s.get("resources", {}).get("botCpuPercent", {}).get("mean", 0.0)) / 100.0 * seconds
+        other = max(0.0, total - sum(cpu.values()))
+        denom = max(total, sum(cpu.values()), 1e-9)
+        busy = {name: p.get("busyFraction") for name, p in pools.items()}
+        top = max(busy, key=lambda k: busy[k] or 0.0) if busy else "-"
+        lines.append(
+            f"{s['options']['participants']:<4} {top:<10} {json.dumps(busy):<29}"
+            f"{100 * cpu.get('face', 0) / denom:>10.0f}%{100 * cpu.get('audio', 0) / denom:>6.0f}%"
+            f"{100 * cpu.get('inference', 0) / denom:>10.0f}%{100 * other / denom:>12.0f}%"
+        )
+    return "\n".join(lines)
+
+
 async def main_async(args: argparse.Namespace) -> int:
     cache = cache_dir()
     t0 = time.time()
-    bundle = await asyncio.to_thread(ensure_production_bundle, cache / "bundles")
-    print(f"production-size bundle: {bundle} ({time.time() - t0:.1f} s)", flush=True)
+    if args.bundle == "reference":
+        bundle = await asyncio.to_thread(ensure_production_bundle, cache / "bundles")
+        print(f"production-size bundle: {bundle} ({time.time() - t0:.1f} s)", flush=True)
+    elif args.bundle == "starter":
+        bundle = starter_bundle_dir()
+        print(f"starter bundle: {bundle}", flush=True)
+    else:
+        bundle = Path(args.bundle)
     face = locate_face_asset(args.face_asset or None)
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="bench-realtime-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -276,6 +305,7 @@ async def main_async(args: argparse.Namespace) -> int:
             flush=True,
         )
     print("\n" + report(runs), flush=True)
+    print("\n" + breakdown(runs), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
         print(f"written to {args.json}", flush=True)
@@ -291,6 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sweep", help="comma-separated participant counts: find the largest at >= 2 results/s")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="bf16")
     p.add_argument("--audio-model", default="untrained:production")
+    p.add_argument(
+        "--bundle",
+        default="reference",
+        help="reference (production-size untrained reference bundle, default), starter (the shipped one) or a DIR",
+    )
     p.add_argument("--sender", choices=["preencoded", "live"], default="preencoded")
     p.add_argument("--config", help="TOML config for the bot (engine settings)")
     p.add_argument("--face-asset")

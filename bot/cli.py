@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from bot.config import BotConfig
 
 if TYPE_CHECKING:
+    from bot.service import BotService
+    from signaling.base import SignalingSession
     from signaling.config import ServerConfig
 
 # Modules that contribute subcommands: each has ``add_parser(subparsers)``, which registers its
@@ -66,7 +68,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
     from signaling.config import ServerConfig
 
     room_key = getattr(args, "room_key", None) or os.environ.get("HOOVIK_ROOM_KEY") or None
-    return ServerConfig(create_room_key=room_key)
+    return ServerConfig(create_room_key=room_key, state_file=getattr(args, "state", None) or None)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -99,17 +101,130 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# Exit codes of ``join`` (documented in docs/signaling.md, "Exit codes of hoovik-bot join").
+EXIT_OK = 0  # stopped by SIGINT/SIGTERM
+EXIT_ERROR = 1  # an unexpected error
+EXIT_USAGE = 2  # bad or missing arguments (checked before the models load)
+EXIT_REFUSED = 3  # the server refused the join: bad/expired token, id not ours, room full
+EXIT_MEETING_GONE = 4  # the room / meeting does not exist (any more)
+EXIT_REPLACED = 5  # another connection (another bot) took over our participant id
+EXIT_UNREACHABLE = 6  # no signaling connection for --give-up-s
+EXIT_LOST = 7  # the session ended for another reason and could not be resumed
+
+_REFUSED = {
+    "token_malformed",
+    "token_bad_signature",
+    "token_expired",
+    "token_wrong_room",
+    "role_mismatch",
+    "participant_mismatch",
+    "id_taken",
+    "id_reserved",
+    "invalid_code",
+    "room_full",
+    "forbidden",
+}
+
+
+def join_exit(reason: str) -> tuple[int, str | None]:
+    """The exit code of ``join`` and the stderr message for how its session ended (``reason`` is a
+    :class:`~signaling.base.Disconnected` reason or a :class:`~signaling.base.JoinRejected` code)."""
+    if reason in ("client_closed", "stopped"):
+        return EXIT_OK, None
+    if reason == "room_not_found":
+        return EXIT_MEETING_GONE, "the meeting is gone (the room does not exist any more)"
+    if reason == "replaced":
+        return EXIT_REPLACED, "replaced: another bot joined with the same participant id"
+    if reason in ("unreachable", "connect_failed"):
+        return EXIT_UNREACHABLE, "the signaling server stayed unreachable; giving up"
+    if reason in _REFUSED:
+        return EXIT_REFUSED, f"the server refused the join ({reason}): check the token / meeting"
+    return EXIT_LOST, f"the signaling session ended ({reason})"
+
+
+class UsageError(Exception):
+    """A ``join`` argument is wrong; reported before anything is loaded (exit code 2)."""
+
+
+def join_token(args: argparse.Namespace) -> str | None:
+    """The bot token: ``--token-file``, else ``$HOOVIK_BOT_TOKEN``, else ``--token`` (visible in ``ps``)."""
+    if args.token_file:
+        try:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise UsageError(f"--token-file: {exc}") from exc
+        if not token:
+            raise UsageError(f"--token-file: {args.token_file} is empty")
+        return token
+    env = os.environ.get("HOOVIK_BOT_TOKEN", "").strip()
+    if env:
+        return env
+    if args.token:
+        print(
+            "hoovik-bot join: warning: --token is visible to every user in `ps`; prefer --token-file FILE "
+            "or $HOOVIK_BOT_TOKEN",
+            file=sys.stderr,
+            flush=True,
+        )
+    return args.token or None
+
+
+def validate_join(args: argparse.Namespace) -> str | None:
+    """Check what can be checked without the network or the models; return the token (native).
+    Normalises ``args.meeting``. Raises :class:`UsageError`."""
+    from yarl import URL
+
+    from signaling.messages import ID_PATTERN
+
+    def url_ok(value: str, schemes: tuple[str, ...], flag: str) -> None:
+        try:
+            u = URL(value)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: not a URL: {value!r}") from exc
+        if u.scheme not in schemes or not u.host:
+            raise UsageError(f"{flag}: expected {'/'.join(schemes)}://host[:port]…, got {value!r}")
+
+    if args.give_up_s is not None and args.give_up_s <= 0:
+        raise UsageError("--give-up-s must be positive")
+    if not ID_PATTERN.match(args.participant_id or ""):
+        raise UsageError(f"--participant-id: 1-128 characters of A-Z a-z 0-9 _ . : @ -, got {args.participant_id!r}")
+    if args.hoovik or args.meeting:
+        if not (args.hoovik and args.meeting):
+            raise UsageError("--hoovik URL and --meeting CODE go together")
+        if args.signaling or args.room:
+            raise UsageError("give either --signaling/--room or --hoovik/--meeting, not both")
+        from signaling.base import JoinRejected
+        from signaling.hoovik import normalize_meeting_code
+
+        url_ok(args.hoovik, ("http", "https"), "--hoovik")
+        try:
+            args.meeting = normalize_meeting_code(args.meeting)
+        except JoinRejected as exc:
+            raise UsageError(f"--meeting: {args.meeting!r} is not a meeting code (3-32 of A-Z 0-9 -)") from exc
+        return None
+    token = join_token(args)
+    if not (args.signaling and args.room and token):
+        raise UsageError("give --signaling/--room and a token (--token-file, $HOOVIK_BOT_TOKEN), or --hoovik/--meeting")
+    url_ok(args.signaling, ("ws", "wss", "http", "https"), "--signaling")
+    if not ID_PATTERN.match(args.room):
+        raise UsageError(f"--room: not a room id: {args.room!r}")
+    return token
+
+
 async def _join(args: argparse.Namespace) -> int:
     from bot.emotion_service import EmotionServiceOptions
     from bot.service import BotService
-    from signaling.base import SignalingSession
+    from signaling.base import JoinRejected
 
-    hoovik = bool(args.hoovik or args.meeting)
-    if hoovik and not (args.hoovik and args.meeting):
-        raise SystemExit("hoovik-bot join: --hoovik URL and --meeting CODE go together")
-    if not hoovik and not (args.signaling and args.room and args.token):
-        raise SystemExit("hoovik-bot join: give --signaling/--room/--token, or --hoovik/--meeting")
+    try:
+        token = validate_join(args)
+    except UsageError as exc:
+        print(f"hoovik-bot join: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    hoovik = bool(args.hoovik)
     cfg = _config(args)
+    telemetry_token = args.telemetry_token or os.environ.get("HOOVIK_TELEMETRY_TOKEN") or None
     # Hoovik's UI shows emotions only through an emotion-service endpoint, so it is on by default there.
     emotion = None
     if args.emotion_service if args.emotion_service is not None else hoovik:
@@ -117,32 +232,60 @@ async def _join(args: argparse.Namespace) -> int:
             token=args.emotion_token or os.environ.get("HOOVIK_EMOTION_TOKEN") or None,
             allowed_origins=tuple(args.emotion_origin) if args.emotion_origin else None,
             uploads=not args.no_uploads,
+            open_access=bool(args.emotion_open),
         )
-    service = BotService(cfg, emotion_service=emotion)
+    service = BotService(cfg, emotion_service=emotion, telemetry_token=telemetry_token)
     await service.start_http()
-    print(f"telemetry on http://{cfg.server.http_host}:{service.http_port}/stats", flush=True)
+    auth_note = " (bearer token required)" if telemetry_token else ""
+    print(f"telemetry on http://{cfg.server.http_host}:{service.http_port}/stats{auth_note}", flush=True)
     if emotion is not None:
         print(f"emotion service on http://{cfg.server.http_host}:{service.http_port} (Socket.IO)", flush=True)
-    runtime = await service.load(allow_untrained_audio=args.allow_untrained)
-    print(f"models: {runtime.describe()}", flush=True)
-    session: SignalingSession
-    if hoovik:
-        from signaling.hoovik import HoovikOptions, HoovikSession
+    try:
+        runtime = await service.load(allow_untrained_audio=args.allow_untrained)
+        print(f"models: {runtime.describe()}", flush=True)
+        session: SignalingSession
+        try:
+            if hoovik:
+                from signaling.hoovik import HoovikOptions, HoovikSession
 
-        options = HoovikOptions(
-            user_id=args.participant_id,
-            name=args.name,
-            socketio_path=args.hoovik_path,
-            mirror_results=args.mirror_meta,
-        )
-        session = await HoovikSession.connect(args.hoovik, args.meeting, options)
-        print(f"joined Hoovik meeting {session.code} as {options.user_id}", flush=True)
-    else:
-        from signaling.client import SignalingClient
+                options = HoovikOptions(
+                    user_id=args.participant_id,
+                    name=args.name,
+                    socketio_path=args.hoovik_path,
+                    mirror_results=args.mirror_meta,
+                    give_up_s=args.give_up_s,
+                )
+                session = await HoovikSession.connect(args.hoovik, args.meeting, options)
+                print(f"joined Hoovik meeting {session.code} as {options.user_id}", flush=True)
+            else:
+                from signaling.client import ReconnectingClient, ReconnectPolicy
 
-        session = await SignalingClient.connect(
-            args.signaling, args.room, args.token, args.participant_id, args.name, "bot"
-        )
+                assert token is not None
+                session = await ReconnectingClient.connect(
+                    args.signaling,
+                    args.room,
+                    token,
+                    args.participant_id,
+                    args.name,
+                    "bot",
+                    policy=ReconnectPolicy(give_up_s=args.give_up_s),
+                )
+                print(f"joined room {args.room} as {session.self_id}", flush=True)
+        except JoinRejected as exc:
+            code, message = join_exit(exc.code)
+            print(f"hoovik-bot join: {message or exc}: {exc.message}", file=sys.stderr, flush=True)
+            return code if code != EXIT_OK else EXIT_ERROR
+        reason = await _run_until_signal(service, session)
+    finally:
+        await service.stop()
+    code, message = join_exit(reason)
+    if message is not None:
+        print(f"hoovik-bot join: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+async def _run_until_signal(service: BotService, session: SignalingSession) -> str:
+    """Run the bot until its session ends (its reason) or SIGINT/SIGTERM (``"stopped"``)."""
     task = asyncio.create_task(service.run_session(session))
     stop = asyncio.create_task(_wait_for_signal())
     await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -154,11 +297,12 @@ async def _join(args: argparse.Namespace) -> int:
             await session.close()
         with contextlib.suppress(TimeoutError, Exception):
             await asyncio.wait_for(asyncio.shield(task), 10.0)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-        await asyncio.wait_for(task, 5.0)
-    await service.stop()
-    return 0
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+            await asyncio.wait_for(task, 5.0)
+        return "stopped"
+    task.result()  # re-raises what the session loop raised
+    return service.end_reason or "closed"
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -201,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer KEY' to create rooms (default: $HOOVIK_ROOM_KEY, else anyone may)",
     )
     p.add_argument(
+        "--state",
+        metavar="FILE",
+        help="keep the list of rooms in this JSON file, so that a restarted server (same --secret) still "
+        "knows them and everyone can rejoin (default: rooms live in memory only)",
+    )
+    p.add_argument(
         "--bot-command",
         metavar="CMD",
         help="enable 'Add the bot' in the web app: run this command (e.g. 'hoovik-bot join --bundle DIR') "
@@ -220,7 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("join", help="join a room (or a Hoovik meeting) as the bot")
     p.add_argument("--signaling", help="signaling WebSocket URL, e.g. ws://host:8765/ws")
     p.add_argument("--room")
-    p.add_argument("--token", help="a bot invite token minted by the host")
+    p.add_argument(
+        "--token",
+        help="a bot invite token minted by the host; visible in `ps`: prefer --token-file or $HOOVIK_BOT_TOKEN",
+    )
+    p.add_argument("--token-file", metavar="FILE", help="read the bot token from FILE (preferred)")
+    p.add_argument(
+        "--give-up-s",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="exit (code 6) after the signaling server has been unreachable this long (default 300)",
+    )
     p.add_argument("--hoovik", metavar="URL", help="a Hoovik backend (Socket.IO), e.g. http://host:8000")
     p.add_argument("--meeting", metavar="CODE", help="the Hoovik meeting code to join")
     p.add_argument("--hoovik-path", default="socket.io", help="Socket.IO path of the Hoovik backend")
@@ -241,10 +402,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotion-origin", action="append", help="browser origin allowed on the emotion service (repeatable)"
     )
     p.add_argument("--no-uploads", action="store_true", help="refuse emotion-service uploads (audio_chunk, frames)")
+    p.add_argument(
+        "--emotion-open",
+        action="store_true",
+        help="accept emotion-service sockets without a token on a non-loopback --http-host (the stock Hoovik UI "
+        "sends none); without it such sockets need --emotion-token",
+    )
     p.add_argument("--participant-id", default="hoovik-bot", help="our participant id (Hoovik: the userId)")
     p.add_argument("--name", default="Hoovik Bot")
-    p.add_argument("--http-host")
+    p.add_argument("--http-host", help="telemetry / emotion-service address (default 127.0.0.1: this host only)")
     p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument(
+        "--telemetry-token",
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on /stats and /metrics ($HOOVIK_TELEMETRY_TOKEN, preferred; "
+        "/health and /ready stay open)",
+    )
     p.add_argument("--ice-server", action="append", help="STUN/TURN URL (repeatable); default none")
     p.add_argument("--allow-untrained", action="store_true", help="fall back to an untrained Wav2Vec2 offline")
     _add_model_flags(p)

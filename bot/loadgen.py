@@ -65,16 +65,8 @@ log = logging.getLogger(__name__)
 VIDEO_CLOCK = 90000
 AUDIO_FRAME = 960  # 20 ms at 48 kHz
 MEDIA_EXTENSIONS = (".flv", ".mp4", ".mkv", ".webm", ".mov", ".avi")
-SEND_LOG_S = 120.0
-POOL_KEYS = (
-    "batchSizes",
-    "completed",
-    "failed",
-    "rejected",
-    "meanWaitMs",
-    "busyS",
-    "cpuS",
-)  # how far back send times are kept (results arrive well within this)
+SEND_LOG_S = 120.0  # how far back send times are kept (results arrive well within this)
+POOL_KEYS = ("batchSizes", "completed", "failed", "rejected", "meanWaitMs", "busyS", "cpuS", "busyFraction")
 
 Sender = Literal["preencoded", "live"]
 

@@ -11,6 +11,12 @@ fresh peer connection: aiortc cannot restart ICE on an existing one, and a new r
 would never complete the old DTLS association. Re-offers within the same session (mute/unmute
 direction changes) are applied to the existing connection.
 
+Losing signaling is not losing the meeting: the session implementations reconnect on their own
+(:class:`signaling.client.ReconnectingClient`, :class:`signaling.hoovik.HoovikSession`) and only end —
+with :class:`Disconnected` — when the meeting is really over for the bot. Peer connections do not
+depend on signaling once up, so they are kept (and results keep flowing on their data channels)
+until the peer leaves or its connection fails. :meth:`BotParticipant.run` returns the end reason.
+
 Engine participants are keyed by ``peer_id``; :meth:`BotParticipant.result_id` gives the identity
 results are reported under (``PeerJoined.user_id`` when the signaling layer has one, as Hoovik does).
 """
@@ -93,15 +99,16 @@ class BotParticipant:
         self.engine = engine
         self.ice_servers = [RTCIceServer(urls=u) for u in (ice_servers or [])]
         self.peers: dict[str, RemotePeer] = {}
-        self.router = ResultRouter(fallback=self._fallback_send)
+        self.router = ResultRouter(fallback=self._fallback_send, fallback_reaches_hosts=self._relay_reaches_hosts)
         self.errors: dict[str, int] = {}
         self.result_ids: dict[str, str] = {}
         self._closed = asyncio.Event()
+        self.end_reason: str | None = None
 
     # -- main loop -------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Handle signaling events until the session ends."""
+    async def run(self) -> str:
+        """Handle signaling events until the session ends; return its ``Disconnected`` reason."""
         for info in self.session.peers.values():
             self._on_joined(PeerJoined(info.peer_id, info.name, info.role, info.mic, info.camera, info.user_id))
         try:
@@ -112,9 +119,11 @@ class BotParticipant:
                     self._error("event_failed")
                     log.exception("handling %s failed", type(event).__name__)
                 if isinstance(event, Disconnected):
+                    self.end_reason = event.reason
                     break
         finally:
             await self.close()
+        return self.end_reason or "closed"
 
     async def _handle(self, event: Any) -> None:
         if isinstance(event, PeerJoined):
@@ -135,7 +144,7 @@ class BotParticipant:
             log.warning("signaling error %s: %s", event.code, event.message)
             self._error(f"signaling_{event.code}")
         elif isinstance(event, Disconnected):
-            log.info("signaling disconnected: %s", event.reason)
+            log.warning("signaling session ended: %s", event.reason)
 
     def _on_joined(self, ev: PeerJoined) -> None:
         if ev.role == "bot":
@@ -166,8 +175,11 @@ class BotParticipant:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState == "failed" and self.peers.get(pid) is peer:
+                # A peer that signaling no longer lists (it left while signaling was down) is
+                # forgotten; one still in the room keeps its engine state for its next offer.
+                gone = pid not in self.session.peers
                 log.info("connection to %s failed; closing it", pid)
-                await self._drop_peer(pid, forget=False)
+                await self._drop_peer(pid, forget=gone)
 
         self.peers[pid] = peer
         return peer
@@ -288,6 +300,12 @@ class BotParticipant:
 
     async def _fallback_send(self, pid: str, payload: dict[str, Any]) -> None:
         await self.session.send_result(pid, payload)
+
+    def _relay_reaches_hosts(self) -> bool:
+        """Whether ``send_result`` reaches the room's hosts now (native server: yes, while connected)."""
+        return bool(getattr(self.session, "result_relay_reaches_hosts", False)) and bool(
+            getattr(self.session, "connected", True)
+        )
 
     # -- teardown --------------------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
 """Result routing: results about X go to X and to the room's hosts, and to no one else.
 
 Each participant's own data channel is the primary route. A participant without an open data
-channel receives its results through signaling instead (the server relays them to that participant
-and its hosts only). Hosts get everyone's results on their own channels.
+channel receives its results through signaling instead. Hosts get everyone's results on their own
+channels — except results that go through the signaling relay while it reaches the hosts too (the
+native server forwards a ``result`` to its subject *and* every host): those the hosts already get
+from the server, so sending them on the hosts' channels as well would deliver each result twice.
+Every recipient gets every result exactly once.
 """
 
 from __future__ import annotations
@@ -29,10 +32,16 @@ class Channel(Protocol):
 
 
 class ResultRouter:
-    def __init__(self, fallback: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        fallback: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+        fallback_reaches_hosts: Callable[[], bool] | None = None,
+    ) -> None:
         self.channels: dict[str, Channel] = {}
         self.roles: dict[str, str] = {}
         self._fallback = fallback
+        self._fallback_reaches_hosts = fallback_reaches_hosts or (lambda: False)
+        """Whether the fallback relay delivers to the room's hosts as well, right now."""
         self.sent = 0
         self.fallback_sent = 0
         self.dropped = 0
@@ -56,10 +65,14 @@ class ResultRouter:
         message = result.to_message()
         text = json.dumps(message, separators=(",", ":"))
         subject = result.participant_id
-        targets = [subject, *[h for h in self.hosts() if h != subject]]
-        for pid in targets:
-            if not self._send_channel(pid, text) and pid == subject:
-                self._send_fallback(pid, message)
+        hosts = [h for h in self.hosts() if h != subject]
+        if not self._send_channel(subject, text):
+            if self._fallback is not None and self._fallback_reaches_hosts():
+                self._send_fallback(subject, message)
+                return  # the relay hands it to every host too
+            self._send_fallback(subject, message)
+        for pid in hosts:
+            self._send_channel(pid, text)
 
     def _send_channel(self, pid: str, text: str) -> bool:
         channel = self.channels.get(pid)

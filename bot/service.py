@@ -37,12 +37,20 @@ class BotService:
     and every result is published there under the participant's result id (its Hoovik ``userId``).
     """
 
-    def __init__(self, cfg: BotConfig, *, emotion_service: EmotionServiceOptions | None = None) -> None:
+    def __init__(
+        self,
+        cfg: BotConfig,
+        *,
+        emotion_service: EmotionServiceOptions | None = None,
+        telemetry_token: str | None = None,
+    ) -> None:
         self.cfg = cfg
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(token=telemetry_token)
         self.runtime: Runtime | None = None
         self.engine: Engine | None = None
         self.participant: BotParticipant | None = None
+        self.end_reason: str | None = None
+        """The last session's ``Disconnected`` reason (``replaced``, ``room_not_found``, …)."""
         self.result_listeners: list[Callable[[EmotionResult], None]] = []
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -122,10 +130,11 @@ class BotService:
             listener(result)
 
     async def run_session(self, session: SignalingSession) -> None:
+        """Run the bot in ``session`` until it ends; :attr:`end_reason` then says why."""
         if self.engine is None:
             raise RuntimeError("load() the models before running a session")
         self.participant = BotParticipant(session, self.engine, self.cfg.server.ice_servers)
-        await self.participant.run()
+        self.end_reason = await self.participant.run()
 
     async def stop(self) -> None:
         self.telemetry.ready = False

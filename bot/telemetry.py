@@ -9,13 +9,19 @@ throttle's rate and recent events; the process's RSS and CPU.
 ``/metrics`` is read from the engine at scrape time by a collector, so every counter there is the
 engine's own count (nothing is double-booked), and per-participant series exist only for the
 participants present now (series of departed participants disappear instead of piling up).
+
+Access: every endpoint is read-only (GET/HEAD; anything else is 405). ``/stats*`` and ``/metrics``
+show participant names and media state, so with a ``token`` they need ``Authorization: Bearer
+<token>`` (401 otherwise); ``/health`` and ``/ready`` always stay open for probes. The bot binds the
+server to 127.0.0.1 unless told otherwise (``--http-host``); see docs/security.md.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +175,9 @@ class EngineCollector(Collector):
 class Telemetry:
     """Collects result metrics and serves them; ``ready`` flips once models are loaded."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token or None
+        """If set, ``/stats*`` and ``/metrics`` need ``Authorization: Bearer <token>``."""
         self.engine: Engine | None = None
         self.ready = False
         self.latency = LatencyTracker()
@@ -226,7 +234,24 @@ class Telemetry:
             out.update(self.extra())
         return out
 
+    def authorized(self, request: web.Request) -> bool:
+        if self.token is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+
     def routes(self) -> list[web.RouteDef]:
+        def protected(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+            async def guarded(request: web.Request) -> web.StreamResponse:
+                if not self.authorized(request):
+                    return web.json_response(
+                        {"detail": "unauthorized"}, status=401, headers={"WWW-Authenticate": 'Bearer realm="telemetry"'}
+                    )
+                return await handler(request)
+
+            return guarded
+
         async def health(_: web.Request) -> web.Response:
             return web.json_response({"status": "ok"})
 
@@ -248,9 +273,9 @@ class Telemetry:
         return [
             web.get("/health", health),
             web.get("/ready", ready),
-            web.get("/stats/json", stats_json),
-            web.get("/stats", stats_html),
-            web.get("/metrics", metrics),
+            web.get("/stats/json", protected(stats_json)),
+            web.get("/stats", protected(stats_html)),
+            web.get("/metrics", protected(metrics)),
         ]
 
 

@@ -12,6 +12,13 @@ Layout::
 
 Every file is checked against its recorded sha256 before use, and every array against the dims
 in the manifest, so a tampered, truncated or mismatched bundle fails with an error naming the file.
+
+The manifest itself is covered by ``manifest_sha256`` (a hash of the canonical manifest without
+that field, see :func:`manifest_digest`), and every field is validated (:func:`validate_manifest`)
+before anything is allocated. The bundle id stays derived from the file hashes and the trained
+flag, so ids of existing bundles are unchanged and are checked against the manifest too. A manifest
+without ``manifest_sha256`` (written before it existed) still loads, after the same validation.
+Both hashes are integrity, not authenticity: whoever can write the directory can recompute them.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +42,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
-from models.anomaly import AnomalyModel
+from models.anomaly import DETECTOR_NAMES, AnomalyModel
 from models.constants import (
     ANOMALY_DIM,
     ANOMALY_FEATURE_VERSION,
@@ -41,14 +51,18 @@ from models.constants import (
     DEFAULT_WAV2VEC2_ID,
     FACE_DIM,
     FACE_FEATURE_VERSION,
+    NUM_CLASSES,
     SEQ_LEN,
     TABULAR_DIM,
     TABULAR_FEATURE_VERSION,
 )
 from models.extractors import REFERENCE_AUDIO, REFERENCE_FACE, ExtractorError, ExtractorSpec, check_spec
+from models.forest import MAX_TREES
 from models.sequence import NormStats
 from models.tabular import TabularModel
 from models.transformer import TransformerConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT = "hoovik-bot-bundle"
 FORMAT_VERSION = 1
@@ -62,6 +76,16 @@ FILES = {
     "tabular_booster": "tabular_booster.ubj",
     "anomaly": "anomaly.safetensors",
 }
+
+
+MANIFEST_HASH = "manifest_sha256"
+# A manifest is a few kB; anything near this is not one (checked before it is read).
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_TEMPERATURE = 100.0
+WEIGHT_SUM_TOLERANCE = 1e-6
+MAX_BOOSTED_ROUNDS = 100_000
+_BUNDLE_ID = re.compile(r"hb-(untrained-)?[0-9a-f]{12}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class BundleError(ValueError):
@@ -94,6 +118,8 @@ class Bundle:
     face_extractor: ExtractorSpec = REFERENCE_FACE
     audio_extractor: ExtractorSpec = REFERENCE_AUDIO
     family: str = REFERENCE_FAMILY
+    # True when the loaded manifest carried a matching manifest_sha256 (False: a legacy manifest).
+    manifest_verified: bool = False
 
 
 def _sha256(path: Path) -> str:
@@ -118,9 +144,8 @@ def save_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Path:
     (out / FILES["tabular_booster"]).write_bytes(bundle.tabular.booster_bytes())
     save_numpy(_contiguous(bundle.anomaly.to_arrays()), str(out / FILES["anomaly"]))
     files = {name: {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size} for name in FILES.values()}
-    digest = hashlib.sha256("".join(str(f["sha256"]) for f in files.values()).encode()).hexdigest()
-    bundle_id = ("hb-" if bundle.trained else "hb-untrained-") + digest[:12]
-    manifest = {
+    bundle_id = files_bundle_id(files, bool(bundle.trained))
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "family": REFERENCE_FAMILY,
@@ -153,17 +178,44 @@ def save_bundle(bundle: Bundle, out_dir: str | os.PathLike[str]) -> Path:
         "audio_model": bundle.audio_model,
         "files": files,
     }
+    # Round-trip through JSON first, so the hash covers exactly what a reader will parse.
+    manifest = json.loads(json.dumps(manifest, sort_keys=True))
+    validate_manifest(out / MANIFEST, manifest)
+    manifest[MANIFEST_HASH] = manifest_digest(manifest)
     _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     bundle.bundle_id = bundle_id
     bundle.manifest = manifest
     bundle.path = out
+    bundle.manifest_verified = True
     return out
+
+
+def files_bundle_id(files: dict[str, Any], trained: bool) -> str:
+    """The reference bundle id: ``hb-`` (or ``hb-untrained-``) + a hash of the files' sha256s."""
+    digest = hashlib.sha256("".join(str(files[name]["sha256"]) for name in FILES.values()).encode()).hexdigest()
+    return ("hb-" if trained else "hb-untrained-") + digest[:12]
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the canonical manifest: every field but ``manifest_sha256``, keys sorted.
+
+    A manifest that predates the family / extractor declarations means the reference family and
+    extractors, so those defaults are filled in before hashing: leaving them out is not an edit.
+    Integrity, not authenticity: anyone who can write the bundle can recompute it.
+    """
+    core = {k: v for k, v in manifest.items() if k != MANIFEST_HASH}
+    core.setdefault("family", REFERENCE_FAMILY)
+    if core["family"] == REFERENCE_FAMILY:
+        core.setdefault("extractors", {"face": REFERENCE_FACE.to_dict(), "audio": REFERENCE_AUDIO.to_dict()})
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     mpath = Path(path) / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{mpath}: missing (not a model bundle directory)")
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{mpath}: {mpath.stat().st_size} bytes, larger than any manifest ({MAX_MANIFEST_BYTES})")
     try:
         manifest = json.loads(mpath.read_text())
     except (OSError, ValueError) as exc:
@@ -205,6 +257,9 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"{fpath}: not listed in manifest.json")
         if not fpath.is_file():
             raise BundleError(f"{fpath}: missing file")
+        size = recorded[name].get("bytes")
+        if isinstance(size, int) and fpath.stat().st_size != size:
+            raise BundleError(f"{fpath}: {fpath.stat().st_size} bytes, manifest records {size} (modified or truncated)")
         actual = _sha256(fpath)
         if actual != recorded[name].get("sha256"):
             raise BundleError(f"{fpath}: sha256 mismatch (file was modified or corrupted)")
@@ -223,9 +278,10 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             f"{root / MANIFEST}: the reference family runs on {REFERENCE_FACE.name!r} and {REFERENCE_AUDIO.name!r}, "
             f"not {face_spec.name!r} and {audio_spec.name!r}"
         )
-    verify_files(root, manifest)
     _check_dims(root, manifest)
-    cfg = TransformerConfig.from_dict(manifest["transformer"]["config"])
+    cfg = validate_manifest(root / MANIFEST, manifest)
+    verified = check_manifest_hash(root / MANIFEST, manifest)
+    verify_files(root, manifest)
     try:
         state = load_torch(str(root / FILES["transformer"]))
     except Exception as exc:
@@ -252,26 +308,164 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         anomaly = AnomalyModel.from_arrays(load_numpy(str(root / FILES["anomaly"])), manifest["anomaly"])
     except Exception as exc:
         raise BundleError(f"{root / FILES['anomaly']}: {exc}") from exc
-    ens = manifest.get("ensemble", {})
+    ens = manifest["ensemble"]
     bundle = Bundle(
         transformer_config=cfg,
         transformer_state=state,
         norm=norm,
         tabular=tabular,
         anomaly=anomaly,
-        ensemble=EnsembleParams(
-            float(ens.get("temperature", 0.3)),
-            float(ens.get("w_modal", 0.455)),
-            float(ens.get("w_xgb", 0.545)),
-        ),
+        ensemble=EnsembleParams(float(ens["temperature"]), float(ens["w_modal"]), float(ens["w_xgb"])),
         trained=bool(manifest.get("trained", False)),
         provenance=dict(manifest.get("provenance", {})),
         audio_model=dict(manifest.get("audio_model", {"source": DEFAULT_WAV2VEC2_ID})),
         bundle_id=str(manifest.get("bundle_id", "")),
         manifest=manifest,
         path=root,
+        manifest_verified=verified,
     )
     return bundle
+
+
+def check_manifest_hash(mpath: Path, manifest: dict[str, Any]) -> bool:
+    """Compare ``manifest_sha256`` with the manifest; False for a legacy manifest that has none."""
+    recorded = manifest.get(MANIFEST_HASH)
+    if recorded is None:
+        log.warning("%s: no %s (written before manifests were hashed); fields validated only", mpath, MANIFEST_HASH)
+        return False
+    if recorded != manifest_digest(manifest):
+        raise BundleError(
+            f"{mpath}: content does not match {MANIFEST_HASH} (the manifest was edited after the bundle was built)"
+        )
+    return True
+
+
+def _fail(mpath: Path, message: str) -> BundleError:
+    return BundleError(f"{mpath}: {message}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_ensemble(ens: EnsembleParams, where: str) -> None:
+    """Temperature finite in (0, 100]; weights finite in [0, 1] summing to 1 (within 1e-6)."""
+    t, wm, wx = ens.temperature, ens.w_modal, ens.w_xgb
+    if not (_finite(t) and 0.0 < t <= MAX_TEMPERATURE):
+        raise BundleError(f"{where}: ensemble temperature {t!r} outside (0, {MAX_TEMPERATURE}]")
+    for name, w in (("w_modal", wm), ("w_xgb", wx)):
+        if not (_finite(w) and 0.0 <= w <= 1.0):
+            raise BundleError(f"{where}: ensemble {name} {w!r} outside [0, 1]")
+    if abs(wm + wx - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise BundleError(f"{where}: ensemble weights sum to {wm + wx!r}, expected 1")
+
+
+def validate_manifest(mpath: Path, manifest: dict[str, Any]) -> TransformerConfig:
+    """Check every field a reference manifest carries; pure, allocates nothing sized by the manifest.
+
+    Returns the transformer config (checked against :data:`models.transformer.CONFIG_LIMITS` and
+    this build's dims). Raises :class:`BundleError` naming the manifest and the field.
+    """
+    trained = manifest.get("trained", False)
+    if not isinstance(trained, bool):
+        raise _fail(mpath, f"'trained' must be true or false, got {trained!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise _fail(mpath, "'files' must map each bundle file to its sha256 and size")
+    for name in FILES.values():
+        entry = files.get(name)
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _SHA256.fullmatch(entry["sha256"])
+        ):
+            raise _fail(mpath, f"files.{name} must record a sha256 (64 hex digits)")
+        if "bytes" in entry and not _int_in(entry["bytes"], 0, 1 << 40):
+            raise _fail(mpath, f"files.{name}.bytes must be a size in bytes, got {entry['bytes']!r}")
+    bundle_id = manifest.get("bundle_id")
+    if not isinstance(bundle_id, str) or not _BUNDLE_ID.fullmatch(bundle_id):
+        raise _fail(mpath, f"bundle_id {bundle_id!r} is not a reference bundle id")
+    expected_id = files_bundle_id(files, trained)
+    if bundle_id != expected_id:
+        raise _fail(
+            mpath,
+            f"bundle_id {bundle_id!r} does not match the files and trained={trained} (expected {expected_id!r}); "
+            "the manifest was edited",
+        )
+    for key in ("provenance", "audio_model"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise _fail(mpath, f"{key!r} must be an object")
+    audio_model = manifest.get("audio_model", {})
+    if "hidden_size" in audio_model and audio_model["hidden_size"] != AUDIO_DIM:
+        raise _fail(mpath, f"audio_model.hidden_size {audio_model['hidden_size']!r}, this build needs {AUDIO_DIM}")
+    if "window_s" in audio_model and not (_finite(audio_model["window_s"]) and 0 < audio_model["window_s"] <= 60):
+        raise _fail(mpath, f"audio_model.window_s {audio_model['window_s']!r} outside (0, 60]")
+    if "source" in audio_model and not isinstance(audio_model["source"], str):
+        raise _fail(mpath, "audio_model.source must be a string")
+    if manifest.get("feature_versions", {}).get("face", FACE_FEATURE_VERSION) != FACE_FEATURE_VERSION:
+        raise _fail(mpath, f"face feature version {manifest['feature_versions']['face']!r} unsupported")
+    ens = manifest.get("ensemble")
+    if not isinstance(ens, dict) or any(k not in ens for k in ("temperature", "w_modal", "w_xgb")):
+        raise _fail(mpath, "'ensemble' must hold temperature, w_modal and w_xgb")
+    check_ensemble(EnsembleParams(ens["temperature"], ens["w_modal"], ens["w_xgb"]), str(mpath))
+    cfg = _validate_transformer_config(mpath, manifest.get("transformer"))
+    _validate_tabular_meta(mpath, manifest.get("tabular"))
+    _validate_anomaly_meta(mpath, manifest.get("anomaly"))
+    return cfg
+
+
+def _validate_transformer_config(mpath: Path, section: Any) -> TransformerConfig:
+    if not isinstance(section, dict) or not isinstance(section.get("config"), dict):
+        raise _fail(mpath, "'transformer.config' must be an object")
+    try:
+        cfg = TransformerConfig.from_dict(section["config"])
+        cfg.check_limits()
+    except (TypeError, ValueError) as exc:
+        raise _fail(mpath, f"transformer config: {exc}") from exc
+    for name, need in (("face_dim", FACE_DIM), ("audio_dim", AUDIO_DIM), ("num_classes", NUM_CLASSES)):
+        if getattr(cfg, name) != need:
+            raise _fail(mpath, f"transformer config {name} {getattr(cfg, name)}, this build needs {need}")
+    if cfg.max_len < SEQ_LEN:
+        raise _fail(mpath, f"transformer config max_len {cfg.max_len} is shorter than the sequence ({SEQ_LEN})")
+    return cfg
+
+
+def _validate_tabular_meta(mpath: Path, meta: Any) -> None:
+    if not isinstance(meta, dict):
+        raise _fail(mpath, "'tabular' must be an object")
+    if not _int_in(meta.get("pca_components"), 1, TABULAR_DIM):
+        raise _fail(mpath, f"tabular.pca_components {meta.get('pca_components')!r} outside [1, {TABULAR_DIM}]")
+    rounds = meta.get("num_boosted_rounds", MAX_BOOSTED_ROUNDS)
+    if not _int_in(rounds, 1, MAX_BOOSTED_ROUNDS):
+        raise _fail(mpath, f"tabular.num_boosted_rounds {rounds!r} outside [1, {MAX_BOOSTED_ROUNDS}]")
+    if not _int_in(meta.get("n_iterations"), 1, rounds):
+        raise _fail(mpath, f"tabular.n_iterations {meta.get('n_iterations')!r} outside [1, {rounds}]")
+    if meta.get("num_classes", NUM_CLASSES) != NUM_CLASSES:
+        raise _fail(mpath, f"tabular.num_classes {meta.get('num_classes')!r}, this build needs {NUM_CLASSES}")
+    if meta.get("tabular_dim", TABULAR_DIM) != TABULAR_DIM:
+        raise _fail(mpath, f"tabular.tabular_dim {meta.get('tabular_dim')!r}, this build needs {TABULAR_DIM}")
+
+
+def _validate_anomaly_meta(mpath: Path, meta: Any) -> None:
+    if not isinstance(meta, dict) or not isinstance(meta.get("detectors"), dict) or not meta["detectors"]:
+        raise _fail(mpath, "'anomaly.detectors' must name at least one detector")
+    if meta.get("anomaly_dim", ANOMALY_DIM) != ANOMALY_DIM:
+        raise _fail(mpath, f"anomaly.anomaly_dim {meta.get('anomaly_dim')!r}, this build needs {ANOMALY_DIM}")
+    for name, det in meta["detectors"].items():
+        where = f"anomaly.detectors.{name}"
+        if name not in DETECTOR_NAMES or not isinstance(det, dict) or det.get("name") != name:
+            raise _fail(mpath, f"{where}: unknown detector or name mismatch (known: {list(DETECTOR_NAMES)})")
+        if not _finite(det.get("threshold")):
+            raise _fail(mpath, f"{where}.threshold {det.get('threshold')!r} is not a finite number")
+        n_components = det.get("n_components")
+        if n_components is not None and not _int_in(n_components, 1, ANOMALY_DIM):
+            raise _fail(mpath, f"{where}.n_components {n_components!r} outside [1, {ANOMALY_DIM}] (or null)")
+        if "n_trees" in det and not _int_in(det["n_trees"], 1, MAX_TREES):
+            raise _fail(mpath, f"{where}.n_trees {det['n_trees']!r} outside [1, {MAX_TREES}]")
 
 
 def _check_dims(root: Path, manifest: dict[str, Any]) -> None:
@@ -298,7 +492,9 @@ def _check_dims(root: Path, manifest: dict[str, Any]) -> None:
 def _check_transformer(path: Path, cfg: TransformerConfig, state: dict[str, torch.Tensor]) -> None:
     from models.transformer import EmotionTransformer
 
-    reference = EmotionTransformer(cfg).state_dict()
+    # Shapes only: on the meta device nothing is allocated, whatever the (bounded) config says.
+    with torch.device("meta"):
+        reference = EmotionTransformer(cfg).state_dict()
     missing = sorted(set(reference) - set(state))
     extra = sorted(set(state) - set(reference))
     if missing or extra:

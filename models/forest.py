@@ -30,7 +30,121 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["IsolationForestArrays", "average_path_length"]
+__all__ = [
+    "MAX_FOREST_NODES",
+    "MAX_TREES",
+    "MAX_TREE_DEPTH",
+    "MAX_TREE_NODES",
+    "IsolationForestArrays",
+    "average_path_length",
+    "check_tree_structure",
+]
+
+# Bounds on what an imported or loaded forest may be. An isolation tree over ``max_samples`` rows has
+# at most ``2 * max_samples - 1`` nodes and depth ``ceil(log2(max_samples))`` (8 for the default
+# 256), so these admit any forest fitted on up to ~500k samples per tree with a wide margin, while
+# refusing a file that would make the loader allocate or walk without limit.
+MAX_TREE_NODES = 1 << 20
+MAX_TREE_DEPTH = 64
+MAX_TREES = 10_000
+MAX_FOREST_NODES = 1 << 24
+MAX_FEATURES = 1 << 20
+TREE_LEAF = -1  # scikit-learn's _tree.TREE_LEAF
+
+
+def check_tree_structure(
+    left: npt.ArrayLike,
+    right: npt.ArrayLike,
+    feature: npt.ArrayLike,
+    threshold: npt.ArrayLike,
+    n_features: int,
+    n_node_samples: npt.ArrayLike | None = None,
+    missing_left: npt.ArrayLike | None = None,
+) -> np.ndarray:
+    """Validate one scikit-learn tree given as raw node arrays; return its node depths (root = 1).
+
+    Pure numpy: meant to run on a pickled ``Tree``'s state *before* any scikit-learn Cython code
+    (``Tree.__setstate__``, ``compute_node_depths``, ``apply``) sees it, since those index with
+    bounds checks off and a corrupt child or feature index writes or reads out of bounds.
+
+    Checks, raising ``ValueError`` naming the problem: 1-D arrays of one length ``n`` in
+    ``[1, MAX_TREE_NODES]``; a node is a leaf iff its left child is -1, and then its right child is
+    -1 too; an internal node's children are distinct, in range and *after* it (scikit-learn appends
+    children after their parent, which rules out cycles); every node but the root has exactly one
+    parent (so the nodes form one tree); depth at most ``MAX_TREE_DEPTH``; internal nodes test a
+    feature in ``[0, n_features)`` against a finite threshold; sample counts >= 1; the missing-value
+    flags are 0/1.
+    """
+    cl = np.asarray(left)
+    cr = np.asarray(right)
+    ft = np.asarray(feature)
+    th = np.asarray(threshold)
+    n = int(cl.shape[0]) if cl.ndim == 1 else -1
+    if n < 1 or n > MAX_TREE_NODES:
+        raise ValueError(f"tree has {n if n >= 0 else 'non 1-D'} nodes, expected 1..{MAX_TREE_NODES}")
+    for name, arr in (("right_child", cr), ("feature", ft), ("threshold", th)):
+        if arr.shape != (n,):
+            raise ValueError(f"tree {name} has shape {arr.shape}, expected ({n},)")
+    for name, arr in (("left_child", cl), ("right_child", cr), ("feature", ft)):
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"tree {name} has dtype {arr.dtype}, expected integers")
+    if th.dtype.kind != "f":
+        raise ValueError(f"tree threshold has dtype {th.dtype}, expected floats")
+    if not 1 <= int(n_features) <= MAX_FEATURES:
+        raise ValueError(f"tree n_features {n_features} outside [1, {MAX_FEATURES}]")
+    cl = cl.astype(np.int64)
+    cr = cr.astype(np.int64)
+    ft = ft.astype(np.int64)
+    leaf = cl == TREE_LEAF
+    if np.any(leaf != (cr == TREE_LEAF)):
+        bad = int(np.flatnonzero(leaf != (cr == TREE_LEAF))[0])
+        raise ValueError(f"tree node {bad} has one child marked leaf (-1) and the other not")
+    internal = ~leaf
+    idx = np.arange(n, dtype=np.int64)
+    for name, child in (("left", cl), ("right", cr)):
+        bad_mask = internal & ((child <= idx) | (child >= n))
+        if np.any(bad_mask):
+            bad = int(np.flatnonzero(bad_mask)[0])
+            raise ValueError(
+                f"tree node {bad} has {name} child {int(child[bad])}, expected an index in ({bad}, {n}) or -1"
+            )
+    if np.any(internal & (cl == cr)):
+        raise ValueError(
+            f"tree node {int(np.flatnonzero(internal & (cl == cr))[0])} has the same node as both children"
+        )
+    children = np.concatenate([cl[internal], cr[internal]])
+    if children.size != n - 1 or np.unique(children).size != n - 1:
+        raise ValueError("tree nodes do not form a single tree (a node has several parents or none)")
+    bad_feature = internal & ((ft < 0) | (ft >= int(n_features)))
+    if np.any(bad_feature):
+        bad = int(np.flatnonzero(bad_feature)[0])
+        raise ValueError(f"tree node {bad} tests feature {int(ft[bad])}, outside [0, {int(n_features)})")
+    if not np.all(np.isfinite(th[internal])):
+        raise ValueError(f"tree node {int(np.flatnonzero(internal & ~np.isfinite(th))[0])} has a non-finite threshold")
+    if n_node_samples is not None:
+        ns = np.asarray(n_node_samples)
+        if ns.shape != (n,) or ns.dtype.kind not in "iu" or np.any(ns < 1):
+            raise ValueError("tree n_node_samples must hold one count >= 1 per node")
+    if missing_left is not None:
+        ml = np.asarray(missing_left)
+        if ml.shape != (n,) or ml.dtype.kind not in "iub" or np.any((ml != 0) & (ml != 1)):
+            raise ValueError("tree missing_go_to_left must hold one 0/1 flag per node")
+    # Children come after their parent and each node has one parent: a level walk from the root
+    # visits every node exactly once, in at most MAX_TREE_DEPTH levels.
+    depths = np.zeros(n, dtype=np.int64)
+    frontier = np.zeros(1, dtype=np.int64)
+    level = 1
+    while frontier.size:
+        if level > MAX_TREE_DEPTH + 1:
+            raise ValueError(f"tree is deeper than {MAX_TREE_DEPTH} levels")
+        depths[frontier] = level
+        inner = frontier[internal[frontier]]
+        frontier = np.concatenate([cl[inner], cr[inner]])
+        level += 1
+    if np.any(depths == 0):
+        raise ValueError("tree has nodes unreachable from the root")
+    return depths
+
 
 _ARRAY_KEYS: tuple[str, ...] = (
     "feature",
@@ -62,6 +176,14 @@ def average_path_length(n_samples: npt.ArrayLike) -> np.ndarray:
     nb = n[big]
     out[big] = 2.0 * (np.log(nb - 1.0) + np.euler_gamma) - 2.0 * (nb - 1.0) / nb
     return out
+
+
+def _bounded_int(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"IsolationForest {name} is {type(value).__name__}, expected an integer")
+    if not low <= int(value) <= high:
+        raise ValueError(f"IsolationForest {name} is {int(value)}, expected {low}..{high}")
+    return int(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,24 +292,55 @@ class IsolationForestArrays:
         when scikit-learn itself would subset (``_max_features != n_features_in_``): with
         ``max_features=1.0`` the trees were fitted on the full matrix and ``estimators_features_`` is
         an unused permutation.
+
+        Every tree is validated with :func:`check_tree_structure` and its depths computed here, so
+        no scikit-learn Cython method runs on the trees; raises ``ValueError`` on any inconsistency.
         """
+        from sklearn.tree._tree import Tree
+
         estimators = list(iso.estimators_)
         if not estimators:
             raise ValueError("IsolationForest has no fitted trees")
-        n_features_in = int(iso.n_features_in_)
-        max_features = int(getattr(iso, "_max_features", n_features_in))
+        if len(estimators) > MAX_TREES:
+            raise ValueError(f"IsolationForest has {len(estimators)} trees, more than {MAX_TREES}")
+        n_features_in = _bounded_int(iso.n_features_in_, "n_features_in_", 1, MAX_FEATURES)
+        max_features = _bounded_int(getattr(iso, "_max_features", n_features_in), "_max_features", 1, n_features_in)
         subsample = max_features != n_features_in
-        features_list = [np.asarray(f, dtype=np.int64) for f in iso.estimators_features_]
+        features_list = [np.asarray(f) for f in iso.estimators_features_]
+        if len(features_list) != len(estimators):
+            raise ValueError(f"IsolationForest has {len(estimators)} trees but {len(features_list)} feature subsets")
+        for t, f in enumerate(features_list):
+            if f.ndim != 1 or f.dtype.kind not in "iu" or np.any(f < 0) or np.any(f >= n_features_in):
+                raise ValueError(f"IsolationForest tree {t}: feature subset is not a list of columns < {n_features_in}")
+        features_list = [f.astype(np.int64) for f in features_list]
         path_lengths = getattr(iso, "_decision_path_lengths", None)
         avg_lengths = getattr(iso, "_average_path_length_per_tree", None)
+        for name, cached in (("_decision_path_lengths", path_lengths), ("_average_path_length_per_tree", avg_lengths)):
+            if cached is not None and len(cached) != len(estimators):
+                raise ValueError(f"IsolationForest {name} covers {len(cached)} trees, expected {len(estimators)}")
 
         feats, thrs, lefts, rights, miss, depths, apls, roots = [], [], [], [], [], [], [], []
         offset = 0
         for t, est in enumerate(estimators):
-            tree = est.tree_
+            tree = getattr(est, "tree_", None)
+            if not isinstance(tree, Tree):
+                raise ValueError(f"IsolationForest tree {t} is not a fitted scikit-learn tree")
             n = int(tree.node_count)
+            if offset + n > MAX_FOREST_NODES:
+                raise ValueError(f"IsolationForest has more than {MAX_FOREST_NODES} nodes")
+            tree_features = max_features if subsample else n_features_in
+            if int(tree.n_features) != tree_features or features_list[t].shape[0] < tree_features:
+                raise ValueError(
+                    f"IsolationForest tree {t} was fitted on {tree.n_features} features, expected {tree_features}"
+                )
             cl = np.asarray(tree.children_left, dtype=np.int64)
             cr = np.asarray(tree.children_right, dtype=np.int64)
+            mgl = getattr(tree, "missing_go_to_left", None)
+            # The same checks the restricted unpickler applies to the raw state; repeated here for
+            # trees from anywhere else. The depths replace scikit-learn's compute_node_depths.
+            computed_depth = check_tree_structure(
+                cl, cr, tree.feature, tree.threshold, tree_features, tree.n_node_samples, mgl
+            )
             leaf = cl < 0
             local = np.arange(n, dtype=np.int64)
             f_local = np.where(leaf, 0, np.asarray(tree.feature, dtype=np.int64))
@@ -196,16 +349,21 @@ class IsolationForestArrays:
             thrs.append(np.where(leaf, 0.0, np.asarray(tree.threshold, dtype=np.float64)))
             lefts.append(np.where(leaf, local, cl) + offset)
             rights.append(np.where(leaf, local, cr) + offset)
-            mgl = getattr(tree, "missing_go_to_left", None)
             miss.append(np.zeros(n, np.uint8) if mgl is None else np.asarray(mgl, dtype=np.uint8))
-            depth = path_lengths[t] if path_lengths is not None else tree.compute_node_depths()
-            depths.append(np.asarray(depth, dtype=np.int64))
+            if path_lengths is not None and not np.array_equal(np.asarray(path_lengths[t]), computed_depth):
+                raise ValueError(f"IsolationForest tree {t}: cached node depths disagree with the tree")
+            depths.append(computed_depth)
             apl = avg_lengths[t] if avg_lengths is not None else average_path_length(tree.n_node_samples)
-            apls.append(np.asarray(apl, dtype=np.float64))
+            apl = np.asarray(apl, dtype=np.float64)
+            if apl.shape != (n,) or not np.all(np.isfinite(apl)):
+                raise ValueError(f"IsolationForest tree {t}: cached average path lengths are not {n} finite values")
+            apls.append(apl)
             roots.append(offset)
             offset += n
 
-        max_samples = int(getattr(iso, "_max_samples", iso.max_samples_))
+        max_samples = _bounded_int(getattr(iso, "_max_samples", iso.max_samples_), "max_samples", 1, 1 << 40)
+        if not np.isfinite(float(iso.offset_)):
+            raise ValueError("IsolationForest offset_ is not finite")
         return cls(
             feature=np.concatenate(feats),
             threshold=np.concatenate(thrs),

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.bundle import Bundle, EnsembleParams, save_bundle
+from models.bundle import Bundle, BundleError, EnsembleParams, check_ensemble, save_bundle
 from models.constants import AUDIO_DIM, DEFAULT_WAV2VEC2_ID
 from models.hoovik_pickles import HoovikArtifactError, load_anomaly_dir, load_tabular
 from models.sequence import NormStats
@@ -31,9 +31,14 @@ def _require(path: Path, what: str) -> Path:
 def _read_weights(path: Path) -> EnsembleParams:
     try:
         data = json.loads(path.read_text())
-        return EnsembleParams(float(data["temperature"]), float(data["w_modal"]), float(data["w_xgb"]))
+        params = EnsembleParams(float(data["temperature"]), float(data["w_modal"]), float(data["w_xgb"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HoovikArtifactError(f"{path}: unreadable ensemble weights: {exc}") from exc
+    try:
+        check_ensemble(params, str(path))  # finite, T in (0, 100], weights in [0, 1] summing to 1
+    except BundleError as exc:
+        raise HoovikArtifactError(str(exc)) from exc
+    return params
 
 
 def _sha256(path: Path) -> str:

@@ -7,6 +7,13 @@ exactly as joblib reads it) whose ``find_class`` admits only the globals those f
 reference (golden README §2 "joblib pickles", ``pickle_inventory.json``). Any other global, e.g.
 ``os.system``, raises :class:`UnsafePickleError` *before* it is looked up, so nothing runs.
 
+Allow-listed classes can still be handed corrupt data. scikit-learn's ``Tree`` is Cython that
+trusts its pickled node records (a child index out of range makes ``compute_node_depths`` write out
+of bounds), so the unpickler builds it only through :func:`_make_tree`, which checks the
+constructor's arguments, and validates every tree's state dict (:func:`check_tree_state`) in BUILD,
+*before* ``Tree.__setstate__`` runs. Arrays are limited to :data:`MAX_ARRAY_BYTES` each, checked
+from the header before joblib allocates them.
+
 Two original classes are not importable here and are mapped to local attribute bags that only
 receive a ``__dict__``:
 
@@ -39,7 +46,7 @@ from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
 from models.anomaly import DETECTOR_NAMES, GLOBAL_FALLBACK, AnomalyDetector, AnomalyModel
 from models.constants import ANOMALY_DIM, TABULAR_DIM
-from models.forest import IsolationForestArrays
+from models.forest import MAX_FEATURES, MAX_TREE_NODES, IsolationForestArrays, check_tree_structure
 from models.tabular import TabularModel
 
 __all__ = [
@@ -50,6 +57,7 @@ __all__ = [
     "PickledXGBClassifier",
     "UnsafePickleError",
     "booster_from_raw",
+    "check_tree_state",
     "load_anomaly",
     "load_anomaly_dir",
     "load_pca",
@@ -108,6 +116,89 @@ _REAL: dict[tuple[str, str], tuple[str, str]] = {
     ("collections", "OrderedDict"): ("collections", "OrderedDict"),
 }
 ALLOWED_GLOBALS: Final[frozenset[str]] = frozenset(f"{m}.{n}" for m, n in (*_LOCAL, *_REAL))
+_TREE: Final = ("sklearn.tree._tree", "Tree")
+# No single array in Hoovik's files comes near this (the largest, a PCA, is ~35 MB); a larger header
+# would make joblib allocate the whole array before reading a byte of it.
+MAX_ARRAY_BYTES: Final = 1 << 30
+# Fields of scikit-learn's Node record that the checks below read.
+_NODE_FIELDS: Final = ("left_child", "right_child", "feature", "threshold", "n_node_samples")
+_TREE_STATE_KEYS: Final = frozenset({"max_depth", "node_count", "nodes", "values"})
+
+
+class _TreeArgsError(ValueError):
+    """Raised by the Tree factory; the unpickler turns it into an UnsafePickleError naming the file."""
+
+
+def _make_tree(n_features: Any, n_classes: Any, n_outputs: Any) -> Any:
+    """Build a scikit-learn ``Tree`` only from the arguments an isolation tree pickles with.
+
+    ``Tree.__cinit__`` (Cython) sizes its buffers from these, so they are checked first: an integer
+    ``n_features`` in ``[1, MAX_FEATURES]``, one output, one "class" (regression trees).
+    """
+    from sklearn.tree._tree import Tree
+
+    if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)):
+        raise _TreeArgsError(f"Tree n_features is {type(n_features).__name__}, expected an integer")
+    if not 1 <= int(n_features) <= MAX_FEATURES:
+        raise _TreeArgsError(f"Tree n_features {int(n_features)} outside [1, {MAX_FEATURES}]")
+    if isinstance(n_outputs, bool) or not isinstance(n_outputs, (int, np.integer)) or int(n_outputs) != 1:
+        raise _TreeArgsError(f"Tree n_outputs {n_outputs!r}; isolation trees have exactly 1")
+    if (
+        not isinstance(n_classes, np.ndarray)
+        or n_classes.shape != (1,)
+        or n_classes.dtype.kind not in "iu"
+        or int(n_classes[0]) != 1
+    ):
+        raise _TreeArgsError(f"Tree n_classes {n_classes!r}; regression trees have [1]")
+    return Tree(int(n_features), n_classes, 1)
+
+
+def check_tree_state(tree: Any, state: Any) -> None:
+    """Validate a pickled ``Tree``'s state dict before ``Tree.__setstate__`` (Cython) copies it in.
+
+    ``__setstate__`` trusts ``node_count`` and the node records; the tree methods scikit-learn and
+    :meth:`IsolationForestArrays.from_sklearn` call later index with them unchecked. Raises
+    ``ValueError`` naming the problem (see :func:`models.forest.check_tree_structure`).
+    """
+    if not isinstance(state, dict) or set(state) != _TREE_STATE_KEYS:
+        keys = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"Tree state has keys {keys}, expected {sorted(_TREE_STATE_KEYS)}")
+    nodes, values = state["nodes"], state["values"]
+    if not isinstance(nodes, np.ndarray) or nodes.ndim != 1 or nodes.dtype.names is None:
+        raise ValueError("Tree state 'nodes' is not a 1-D structured node array")
+    missing = [f for f in _NODE_FIELDS if f not in nodes.dtype.names]
+    if missing:
+        raise ValueError(f"Tree node records lack {missing}")
+    n = int(nodes.shape[0])
+    if not 1 <= n <= MAX_TREE_NODES:
+        raise ValueError(f"Tree has {n} nodes, expected 1..{MAX_TREE_NODES}")
+    for key in ("node_count", "max_depth"):
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"Tree {key} is {type(v).__name__}, expected an integer")
+    if int(state["node_count"]) != n:
+        raise ValueError(f"Tree node_count {int(state['node_count'])} differs from its {n} node records")
+    if not isinstance(values, np.ndarray) or values.shape != (n, 1, 1) or values.dtype.kind != "f":
+        shape = getattr(values, "shape", None)
+        raise ValueError(f"Tree values have shape {shape}, expected ({n}, 1, 1) floats")
+    mgl = nodes["missing_go_to_left"] if "missing_go_to_left" in nodes.dtype.names else None
+    depths = check_tree_structure(
+        nodes["left_child"],
+        nodes["right_child"],
+        nodes["feature"],
+        nodes["threshold"],
+        int(tree.n_features),
+        nodes["n_node_samples"],
+        mgl,
+    )
+    if int(state["max_depth"]) != int(depths.max()) - 1:
+        raise ValueError(f"Tree max_depth {int(state['max_depth'])} differs from its depth {int(depths.max()) - 1}")
+
+
+def _is_tree(obj: Any) -> bool:
+    from sklearn.tree._tree import Tree
+
+    return isinstance(obj, Tree)
 
 
 class _RestrictedUnpickler(NumpyUnpickler):
@@ -117,6 +208,10 @@ class _RestrictedUnpickler(NumpyUnpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
+        if key == _TREE:
+            # Every way a pickle can construct from a global (REDUCE, INST, OBJ) calls this factory,
+            # which checks the Cython constructor's arguments; NEWOBJ on it fails (not a class).
+            return _make_tree
         local = _LOCAL.get(key)
         if local is not None:
             return local
@@ -138,6 +233,18 @@ class _RestrictedUnpickler(NumpyUnpickler):
                 raise UnsafePickleError(self.filename, f"array of dtype {dtype!r}", "object arrays refused")
             if subclass is not np.ndarray:
                 raise UnsafePickleError(self.filename, f"array subclass {subclass!r}", "only numpy.ndarray")
+            shape = state.get("shape")
+            if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise UnsafePickleError(self.filename, f"array of shape {shape!r}", "malformed shape")
+            if np.prod(shape, dtype=object) * dtype.itemsize > MAX_ARRAY_BYTES:
+                raise UnsafePickleError(self.filename, f"array of shape {shape}", f"over {MAX_ARRAY_BYTES} bytes")
+        elif inst is not None and _is_tree(inst):
+            # Tree.__setstate__ is Cython and copies node records it does not check; validate them
+            # here, while they are still plain arrays.
+            try:
+                check_tree_state(inst, self.stack[-1])
+            except ValueError as exc:
+                raise UnsafePickleError(self.filename, "sklearn.tree._tree.Tree state", str(exc)) from exc
         NumpyUnpickler.load_build(self)
 
     dispatch[pickle.BUILD[0]] = load_build
@@ -163,6 +270,8 @@ def load_restricted(path: str | Path) -> Any:
             return unpickler.load()
     except (HoovikArtifactError, FileNotFoundError):
         raise
+    except _TreeArgsError as exc:
+        raise UnsafePickleError(str(p), "sklearn.tree._tree.Tree", str(exc)) from exc
     except Exception as exc:  # corrupt or truncated files raise anything from EOFError to KeyError
         raise HoovikArtifactError(f"{p}: not a readable joblib pickle ({type(exc).__name__}: {exc})") from exc
 

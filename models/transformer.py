@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from models.constants import AUDIO_DIM, FACE_DIM, NUM_CLASSES
 
 __all__ = [
+    "CONFIG_LIMITS",
     "EmotionTransformer",
     "MaskedAttentionPooling",
     "ModalityProjection",
@@ -41,6 +42,24 @@ __all__ = [
 ]
 
 TransformerOutputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+# Bounds for :meth:`TransformerConfig.check_limits` (inclusive). The largest admitted model has about
+# 110 M parameters (~440 MB in float32); the reference has 4.2 M.
+CONFIG_LIMITS: dict[str, tuple[float, float]] = {
+    "face_dim": (1, 1 << 14),
+    "audio_dim": (1, 1 << 14),
+    "d_model": (8, 1024),
+    "nhead": (2, 64),
+    "num_layers": (1, 8),
+    "dim_feedforward": (2, 8192),
+    "dropout": (0.0, 0.99),
+    "face_scale": (0.0, 100.0),
+    "cross_gate_weight": (-100.0, 100.0),
+    "conf_blend_weight": (-100.0, 100.0),
+    "modality_drop_prob": (0.0, 0.99),
+    "num_classes": (2, 64),
+    "max_len": (1, 4096),
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,23 @@ class TransformerConfig:
     max_len: int = 64
 
     def __post_init__(self) -> None:
+        for name in (
+            "face_dim",
+            "audio_dim",
+            "d_model",
+            "nhead",
+            "num_layers",
+            "dim_feedforward",
+            "num_classes",
+            "max_len",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("dropout", "face_scale", "cross_gate_weight", "conf_blend_weight", "modality_drop_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"TransformerConfig.{name} must be a finite number, got {value!r}")
         if self.d_model % 2 or self.nhead % 2 or self.dim_feedforward % 2:
             raise ValueError("d_model, nhead and dim_feedforward must be even (split across two streams)")
         half = self.d_model // 2
@@ -75,6 +111,19 @@ class TransformerConfig:
             raise ValueError("d_model/2 must be divisible by nhead/2")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.modality_drop_prob < 1.0:
             raise ValueError("dropout probabilities must lie in [0, 1)")
+
+    def check_limits(self) -> None:
+        """Refuse a configuration outside :data:`CONFIG_LIMITS` (``ValueError`` naming the field).
+
+        For configurations read from a file (a bundle manifest): building the model allocates
+        memory in proportion to these sizes, so they are bounded before anything is built. The
+        limits admit the reference model (3 layers, 256 wide) and the training configs with a wide
+        margin.
+        """
+        for name, (low, high) in CONFIG_LIMITS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"TransformerConfig.{name} = {value!r} outside the supported range [{low}, {high}]")
 
     @property
     def half(self) -> int:
@@ -91,7 +140,7 @@ class TransformerConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown TransformerConfig keys: {unknown}")
-        return cls(**dict(data))
+        return cls(**dict(data))  # __post_init__ checks types and consistency
 
 
 class ModalityProjection(nn.Module):

@@ -41,6 +41,9 @@ class ServerConfig:
     """If set, ``POST /rooms`` needs ``Authorization: Bearer <key>``."""
     public_url: str | None = None
     """Base used for ``joinUrl``/``wsUrl`` in ``POST /rooms``; default: the request's own host."""
+    state_file: str | None = None
+    """If set, the rooms (id, name, creation time; never members or tokens) are kept in this JSON
+    file, so a restarted server with the same secret still knows them (``serve --state FILE``)."""
 
     # -- identity --
     bot_ids: frozenset[str] = DEFAULT_BOT_IDS

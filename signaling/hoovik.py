@@ -21,10 +21,15 @@ more (track-less) participant without any change to Hoovik:
 * A participant that reconnects under the same ``userId`` gets a new socket id and the backend
   disconnects the old socket *without* ``user-left``; the adapter therefore treats a second socket
   with a known ``userId`` as replacing the first (``PeerLeft`` for the old id).
-* After a backend restart the adapter reconnects with exponential backoff and joins again under the
-  *same* ``userId``, which makes the backend replace (not duplicate) the bot's entry: no ghost bot
-  stays in the meeting. Peers known before the outage are dropped and re-announced, because every
-  browser opens a fresh peer connection to the bot's new socket id.
+* After a backend restart the adapter reconnects with exponential backoff (jitter, capped; it gives
+  up after ``give_up_s`` without a connection: ``Disconnected("unreachable")``) and joins again
+  under the *same* ``userId``, which makes the backend replace (not duplicate) the bot's entry: no
+  ghost bot stays in the meeting. Peers that ``existing-participants`` still lists are *kept*, with
+  their peer connections: the stock frontend never emits ``join-call`` again after its socket
+  reconnects and never re-offers, so its connection to the bot — which does not need the backend
+  once up — is the only way its media keeps arriving. Only peers the list no longer has are dropped
+  (``PeerLeft``). A browser that does rejoin shows up under a new socket id with its known
+  ``userId`` and replaces its old entry as usual.
 * Being disconnected by a Socket.IO ``disconnect`` packet means another socket joined with our
   ``userId`` (Hoovik's replacement): the session ends with ``Disconnected("replaced")`` instead of
   fighting over the identity.
@@ -162,6 +167,9 @@ class HoovikOptions:
     reconnect: bool = True
     reconnect_delay_s: float = 1.0
     reconnect_delay_max_s: float = 30.0
+    give_up_s: float | None = 300.0
+    """End the session with ``Disconnected("unreachable")`` after this long without rejoining
+    (``None``: keep trying forever)."""
     mirror_results: bool = False
     """Write each participant's latest result into the bot's meta (``update-meta``); off by default
     because every update is broadcast to the whole room (``participant-meta-updated`` plus a debounced
@@ -426,10 +434,20 @@ class HoovikSession:
     async def _rejoin(self) -> bool:
         delay = self.options.reconnect_delay_s
         attempt = 0
+        loop = asyncio.get_running_loop()
+        give_up = self.options.give_up_s
+        deadline = None if give_up is None else loop.time() + give_up
         while not self._closing:
+            if deadline is not None and loop.time() >= deadline:
+                log.warning("Hoovik backend unreachable for %.0f s; giving up", give_up)
+                self._finish("unreachable")
+                return False
             attempt += 1
             # Full jitter around the delay, so that many bots do not reconnect in lockstep.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            wait = delay * random.uniform(0.5, 1.5)
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(wait)
             if self._closing:
                 return False
             try:
@@ -482,13 +500,19 @@ class HoovikSession:
             self._on_participants_updated(entries)  # a repeated list: merge it like a snapshot
             return
         self._sid = str(client.get_sid("/") or "")
-        # A (re)join: every peer known before gets a fresh start, because each browser opens a new
-        # peer connection to our new socket id; the old ones must be closed, not kept as duplicates.
-        for sid in list(self._peers):
-            self._remove_peer(sid)
-        self._missing.clear()
+        # A (re)join. Peers still listed keep their state and their peer connection (a stock
+        # browser does not re-join after a reconnect, so its old connection is all there is);
+        # peers no longer listed left during the outage. A browser that re-joined appears under a
+        # new socket id with a known userId, which _upsert treats as a replacement.
+        seen: set[str] = set()
         for entry in entries if isinstance(entries, list) else []:
-            self._upsert(entry)
+            sid = self._upsert(entry)
+            if sid is not None:
+                seen.add(sid)
+        for sid in list(self._peers):
+            if sid not in seen:
+                self._remove_peer(sid)
+        self._missing.clear()
         waiter.set_result(None)
 
     def _on_user_joined(self, entry: Any = None, *_: Any) -> None:

@@ -4,9 +4,12 @@ One asyncio loop owns all state; nothing here blocks or computes, it only moves 
 between sockets. Each connection has one writer task draining a bounded outbox, so a slow reader
 can never stall the room: when its outbox overflows it is cut off (see :class:`Outbox`).
 
-Rooms live only in memory. They exist from ``POST /rooms`` until they have been empty for a grace
+Rooms live in memory. They exist from ``POST /rooms`` until they have been empty for a grace
 period (or were never joined within ``room_ttl_s``); then every trace of them is dropped. Tokens are
-self-contained (:mod:`signaling.tokens`), so the server keeps no token table.
+self-contained (:mod:`signaling.tokens`), so the server keeps no token table. With
+``ServerConfig.state_file`` the list of rooms (never their members) is also written to a JSON file
+and read back at start, so a restarted server — same secret — still knows its rooms and everyone
+can rejoin; a restored room is freed like a new one if nobody rejoins within ``room_ttl_s``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
+import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -152,8 +158,44 @@ class Hub:
         self._rooms[room.id] = room
         self.stats.rooms_created += 1
         self._schedule_expiry(room, self.config.room_ttl_s)
+        self._save_state()
         log.info("room %s created", room.id)
         return room
+
+    # -- the optional room store (ServerConfig.state_file) --
+
+    def restore_state(self) -> int:
+        """Read the rooms back from ``state_file`` (at start); return how many were restored."""
+        path = self.config.state_file
+        if path is None or not Path(path).exists():
+            return 0
+        try:
+            data = json.loads(Path(path).read_text())
+            entries = [r for r in data.get("rooms", []) if isinstance(r, dict) and isinstance(r.get("id"), str)]
+        except (OSError, ValueError, AttributeError) as exc:
+            log.error("ignoring unreadable room state %s: %s", path, exc)
+            return 0
+        for entry in entries[: self.config.max_rooms]:
+            if entry["id"] in self._rooms:
+                continue
+            room = _Room(id=entry["id"], name=str(entry.get("name", "")), created_at=float(entry.get("createdAt", 0)))
+            self._rooms[room.id] = room
+            self._schedule_expiry(room, self.config.room_ttl_s)
+        log.info("restored %d rooms from %s", len(entries), path)
+        return len(entries)
+
+    def _save_state(self) -> None:
+        path = self.config.state_file
+        if path is None:
+            return
+        rooms = [{"id": r.id, "name": r.name, "createdAt": r.created_at} for r in self._rooms.values()]
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"rooms": rooms}, f)
+            os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous file
+        except OSError as exc:
+            log.error("could not write room state %s: %s", path, exc)
 
     def get_room(self, room_id: str) -> _Room | None:
         return self._rooms.get(room_id)
@@ -168,6 +210,7 @@ class Hub:
         if not room.members and self._rooms.get(room.id) is room:
             del self._rooms[room.id]
             self.stats.rooms_freed += 1
+            self._save_state()
             log.info("room %s freed", room.id)
 
     # -- connections --
@@ -407,9 +450,13 @@ def create_app(
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[HUB_KEY] = hub
 
+    async def on_startup(_: web.Application) -> None:
+        hub.restore_state()
+
     async def on_shutdown(_: web.Application) -> None:
         await hub.shutdown()
 
+    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     add_routes(app)
     mount_web(app, hub, bot_launcher)

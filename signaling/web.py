@@ -76,7 +76,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 @dataclass(frozen=True, slots=True)
 class BotLauncherConfig:
     """How ``POST /rooms/{room}/bot`` starts a bot. ``command`` is the argument vector before the
-    per-room arguments the launcher appends (``--signaling URL --room ID --token T`` and, unless
+    per-room arguments the launcher appends (``--signaling URL --room ID``; the token goes in
+    ``$HOOVIK_BOT_TOKEN``) and, unless
     ``command`` sets it, ``--http-port 0`` so several bots never fight over one telemetry port)."""
 
     command: tuple[str, ...]
@@ -196,14 +197,16 @@ class BotLauncher:
             return 429, {"error": "too_many_bots", "message": why}
         token = self.hub.signer.mint(room, "bot", self.config.token_ttl_s)
         cmd = list(self.config.command)
-        extra = ["--signaling", self.config.signaling_url or signaling_url, "--room", room, "--token", token]
+        # The token travels in the environment ($HOOVIK_BOT_TOKEN), never on the command line,
+        # where every user of the machine could read it in `ps`.
+        extra = ["--signaling", self.config.signaling_url or signaling_url, "--room", room]
         if not any(a == "--http-port" or a.startswith("--http-port=") for a in cmd):
             extra += ["--http-port", "0"]
         argv = cmd + extra
-        shown = " ".join([*cmd, *extra[:4], "--token", "…"])
+        shown = " ".join([*cmd, *extra[:4]])
         bot = _BotProcess(room, shown, time.time(), log=deque(maxlen=self.config.log_lines))
         self.bots[room] = bot  # registered before the await: a double click cannot start two
-        env = {**os.environ, **self.config.env}
+        env = {**os.environ, **self.config.env, "HOOVIK_BOT_TOKEN": token}
         try:
             bot.process = await asyncio.create_subprocess_exec(
                 *argv,

@@ -56,5 +56,6 @@ export function signalingUrl() {
 }
 
 export function botCommand(room, token) {
-  return `hoovik-bot join --signaling ${signalingUrl()} --room ${room} --token ${token}`;
+  // The token goes in the environment: on the command line every user of the machine sees it in `ps`.
+  return `HOOVIK_BOT_TOKEN=${token} hoovik-bot join --signaling ${signalingUrl()} --room ${room}`;
 }

@@ -210,3 +210,47 @@ async def test_endpoints_before_and_after_the_models_load(
             for task in feeders:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+async def test_telemetry_access_loopback_by_default_bearer_token_and_read_only() -> None:
+    """Names and media state are in /stats* and /metrics: loopback by default, a bearer token when
+    set, GET only; /health and /ready stay open for probes. Over real HTTP."""
+    from bot.cli import _config, build_parser
+
+    args = build_parser().parse_args(["join", "--hoovik", "http://h:1", "--meeting", "ABC"])
+    assert _config(args).server.http_host == "127.0.0.1"  # no --http-host: this host only
+    cfg = BotConfig()
+    cfg.server.http_port = 0
+    svc = BotService(cfg, telemetry_token="s3cret")
+    try:
+        port = await svc.start_http()
+        assert svc._runner is not None
+        assert {addr[0] for addr in svc._runner.addresses} == {"127.0.0.1"}
+        url = f"http://127.0.0.1:{port}"
+        good = {"Authorization": "Bearer s3cret"}
+        async with aiohttp.ClientSession() as http:
+            for path, status in (("/health", 200), ("/ready", 503)):
+                async with http.get(url + path) as resp:
+                    assert resp.status == status, path
+            for path in ("/stats", "/stats/json", "/metrics"):
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+                    async with http.get(url + path, headers=headers) as resp:
+                        assert resp.status == 401, (path, headers)
+                        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+                        assert "participants" not in await resp.text()
+                async with http.get(url + path, headers=good) as resp:
+                    assert resp.status == 200, path
+            for path in ("/health", "/ready", "/stats", "/stats/json", "/metrics"):
+                for method in ("POST", "PUT", "DELETE", "PATCH"):
+                    async with http.request(method, url + path, headers=good) as resp:
+                        assert resp.status == 405, (method, path)
+    finally:
+        await svc.stop()
+    # Without a token the endpoints are open (on loopback), as before.
+    open_svc = BotService(cfg)
+    try:
+        port = await open_svc.start_http()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/stats/json") as resp:
+            assert resp.status == 200
+    finally:
+        await open_svc.stop()

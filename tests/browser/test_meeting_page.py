@@ -89,7 +89,9 @@ def test_two_browsers_invite_the_bot_and_see_live_results(
     command = host.input_value("#bot-command")
     room = host_link.split("room=")[1].split("#")[0]
     host_token = host_link.split("#token=")[1]
-    assert command.startswith(f"hoovik-bot join --signaling ws://127.0.0.1:8765/ws --room {room} --token ")
+    assert command.startswith("HOOVIK_BOT_TOKEN=")
+    assert command.endswith(f" hoovik-bot join --signaling ws://127.0.0.1:8765/ws --room {room}")
+    assert "--token" not in command
     assert "#token=" in invite_link and invite_link != host_link
     host.click("#add-bot")
     shoot(host, artifacts, "01-landing-bot-starting")

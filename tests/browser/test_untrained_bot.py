@@ -57,12 +57,13 @@ def test_command_line_bot_with_an_untrained_bundle_is_flagged_on_every_panel(
     host.click("#create-btn")
     host.wait_for_selector("#links[data-ready=true]")
     host_link, invite_link = host.input_value("#host-link"), host.input_value("#invite-link")
-    shown = shlex.split(host.input_value("#bot-command"))
-    assert shown[:2] == ["hoovik-bot", "join"]
+    assignment, *shown = shlex.split(host.input_value("#bot-command"))
+    assert assignment.startswith("HOOVIK_BOT_TOKEN=") and shown[:2] == ["hoovik-bot", "join"]
     flags = ["--bundle", str(demo_bundle_dir), "--audio-model", str(tiny_wav2vec2_dir)]
     flags += ["--face-asset", str(face_asset), "--http-port", "0"]
     cmd = [*netns.prefix(), str(BIN / "hoovik-bot"), *shown[1:], *flags]
     env = {**os.environ, "HOOVIK_MODELS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["HOOVIK_BOT_TOKEN"] = assignment.partition("=")[2]
     with (artifacts / "untrained-bot.log").open("wb") as log:
         processes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
 

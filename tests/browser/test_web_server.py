@@ -27,14 +27,15 @@ SECRET = b"web-tests-secret-0123456789"
 
 FAKE_BOT = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, os, sys
     from signaling.client import SignalingClient
 
     async def main() -> None:
         args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+        assert "--token" not in args  # the launcher passes the token in the environment only
         print("telemetry on http://127.0.0.1:4321/stats", flush=True)
         session = await SignalingClient.connect(
-            args["--signaling"], args["--room"], args["--token"], "fake-bot", "Fake", "bot"
+            args["--signaling"], args["--room"], os.environ["HOOVIK_BOT_TOKEN"], "fake-bot", "Fake", "bot"
         )
         async for _ in session.events():
             pass

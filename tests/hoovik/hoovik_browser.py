@@ -7,7 +7,10 @@ sends signals as JSON *strings*; trickles candidates (aiortc puts them all in th
 cut out of the offer and sent one by one as ``{"candidate": {candidate, sdpMid, sdpMLineIndex,
 usernameFragment}}``); mutes by ``replaceTrack(null)`` + audio transceiver ``recvonly`` + re-offer and
 unmutes with a new track + ``sendrecv`` + re-offer, announcing both with ``update-participant-state``;
-leaves with ``leave-call``; rejoins under the same userId; re-joins after its socket reconnects.
+leaves with ``leave-call``; rejoins under the same userId; re-joins after its socket reconnects —
+unless ``rejoin_on_reconnect=False``, which is what the stock frontend does: it emits ``join-call``
+once per page load, so after a backend restart its socket reconnects but it never joins (or offers)
+again, and only its existing peer connections keep working.
 
 To keep two cores enough, peers only connect to bots (``meta.bot``) unless ``mesh=True``.
 
@@ -99,6 +102,7 @@ class BrowserPeer:
         candidates_first: bool = False,
         send_video: bool = True,
         mesh: bool = False,
+        rejoin_on_reconnect: bool = True,
     ) -> None:
         self.url = url
         self.code = code
@@ -109,6 +113,8 @@ class BrowserPeer:
         self.candidates_first = candidates_first
         self.send_video = send_video
         self.mesh = mesh
+        self.rejoin_on_reconnect = rejoin_on_reconnect
+        self.connects = 0
         self.muted = False
         self.client: socketio.AsyncClient | None = None
         self.sid = ""
@@ -139,10 +145,18 @@ class BrowserPeer:
 
             client.on(event, handler)
 
+        first = True
+
         async def on_connect() -> None:
-            if client is self.client:
-                # First connect or an automatic reconnect: (re)join like the page does.
+            nonlocal first
+            if client is not self.client:
+                return
+            self.connects += 1
+            # First connect, or an automatic reconnect if this browser re-joins on reconnect (the
+            # stock frontend does not: join-call is emitted once per page load).
+            if first or self.rejoin_on_reconnect:
                 await client.emit("join-call", (self.code, {"name": self.name, "userId": self.user_id}))
+            first = False
 
         client.on("connect", on_connect)
         on("existing-participants", self._on_list)

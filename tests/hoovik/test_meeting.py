@@ -7,6 +7,7 @@ Hoovik's host UI (``auth.participantId = userId``) receives them.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -166,3 +167,37 @@ async def test_bot_rejoins_after_a_backend_restart_and_keeps_serving(hoovik_meet
     assert set(m.service.engine.participants) == {dave.sid}
     for msg in ui.messages():
         check_shape(msg, "u-dave")
+
+
+async def test_a_stock_browser_that_never_rejoins_keeps_getting_results_through_a_backend_restart(
+    hoovik_meeting: Any,
+) -> None:
+    """Hoovik's frontend emits join-call once per page load: after a backend restart its socket
+    reconnects, but it neither joins nor offers again. Its peer connection to the bot still works,
+    so the bot must keep it (and keep analysing) instead of dropping every peer on its rejoin."""
+    m = await hoovik_meeting()
+    erin = await m.add_peer("u-erin", clip=0, rejoin_on_reconnect=False)
+    ui = await m.host_ui("u-erin")
+    await m.wait(lambda: len(ui.results) >= 3, "results before the restart")
+    participant = m.service.participant
+    old_sid = erin.sid
+    link = erin.links[m.session.self_id]
+    pc_before = participant.peers[old_sid].pc
+    port, store = m.relay.port, m.relay.store
+    t_crash = time.time()
+    await m.relay.stop(crash=True)
+    restarted = HoovikRelay(store)
+    await restarted.start(port)
+    m.relay = restarted
+    await m.wait(lambda: m.session.joins == 2, "bot rejoined")
+    await m.wait(lambda: erin.connects >= 2, "the browser's socket reconnected")
+    t_rejoin = time.time()
+    await m.wait(lambda: len(since(ui, t_rejoin + 1.0)) >= 5, "results keep coming after the restart")
+    # The browser never re-joined nor re-offered: the same connection carries on.
+    assert [sid for sid, _ in restarted.events_of("join-call")] == [m.session.self_id]
+    assert not [s for s, _t, _m in restarted.relayed_signals if s != m.session.self_id]
+    assert participant.peers[old_sid].pc is pc_before and link.pc.connectionState == "connected"
+    assert set(m.service.engine.participants) == {old_sid}
+    assert participant.result_ids == {old_sid: "u-erin"}
+    times = [at for at, _ in ui.results if at > t_crash - 2.0]
+    assert max(b - a for a, b in itertools.pairwise(times)) < 5.0
