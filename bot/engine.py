@@ -518,7 +518,10 @@ class Engine:
                 # A step still running when its next one is due means the engine as a whole is not
                 # keeping up (inference or audio, not only faces): that counts as overload too, so
                 # the sampling rate comes down for everyone together.
-                self.throttle.observe(self.face_pool.depth, now, overloaded=self._late_since_observe > 0)
+                # One late step is noise (a slow face, a long batch); a quarter of the meeting late
+                # since the last group is the engine falling behind.
+                behind = self._late_since_observe >= max(2, len(self.participants) // 4)
+                self.throttle.observe(self.face_pool.depth, now, overloaded=behind)
                 self._late_since_observe = 0
                 cohort = _Cohort(self)
             task = asyncio.create_task(self._step(st, cohort), name=f"step-{st.pid}")

@@ -1,35 +1,33 @@
-"""Signed, self-contained room tokens.
+"""Signed, self-contained room tokens: standard JWTs (HS256, RFC 7519) made and checked with PyJWT.
 
-Format: ``base64url(JSON payload) + "." + base64url(HMAC-SHA256(secret, first part))``, both parts
-unpadded. The server keeps no token table: anything it needs to admit a joiner (room, role, an
-optional fixed participant id, expiry) is inside the signed payload, so tokens survive a restart of
-the process as long as the secret does. ``jti`` makes every token unique (and greppable in logs).
+Claims: ``room``, ``role``, optional ``pid`` (a fixed participant id), ``exp``, ``iat``, ``jti``.
+Any JWT library in any language can mint or verify them with the server's secret (the
+``--secret`` of ``hoovik-bot serve``, as raw bytes). The server keeps no token table: anything it
+needs to admit a joiner is inside the signed payload, so tokens survive a restart of the process as
+long as the secret does. ``jti`` makes every token unique (and greppable in logs). Only HS256 is
+accepted (no ``alg: none``, no algorithm confusion).
 
 A token authorises *joining*; an established connection is not cut when its token later expires.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import math
-import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, cast
 
+import jwt
+
 from signaling.base import ROLES, Role
 
 TokenErrorCode: TypeAlias = Literal["malformed", "bad_signature", "expired", "wrong_room"]
 
-MIN_SECRET_BYTES = 16
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 MAX_TOKEN_CHARS = 4096
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+ALGORITHM = "HS256"
 
 
 class TokenError(Exception):
@@ -54,21 +52,6 @@ class TokenClaims:
     jti: str
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    # Strict alphabet check first: the stdlib decoder would otherwise accept '+', '/' and padding,
-    # which would let several spellings of one signature verify.
-    if not _B64URL.match(text):
-        raise TokenError("malformed", "not base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise TokenError("malformed", "not base64url") from exc
-
-
 class TokenSigner:
     """Mints and verifies tokens with one shared secret.
 
@@ -80,9 +63,6 @@ class TokenSigner:
             raise ValueError(f"token secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = bytes(secret)
         self._clock = clock
-
-    def _sign(self, payload_b64: str) -> bytes:
-        return hmac.new(self._secret, payload_b64.encode("ascii"), hashlib.sha256).digest()
 
     def mint(self, room: str, role: Role, ttl_s: float, pid: str | None = None) -> str:
         """Return a token admitting ``role`` to ``room`` for ``ttl_s`` seconds (rounded up)."""
@@ -102,23 +82,30 @@ class TokenSigner:
         }
         if pid is not None:
             payload["pid"] = pid
-        body = _b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-        return f"{body}.{_b64encode(self._sign(body))}"
+        return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str, room: str | None = None) -> TokenClaims:
         """Check signature, shape, expiry and (when given) the room; return the claims.
 
-        The signature is checked, in constant time, before the payload is parsed, so unsigned input
-        never reaches the JSON decoder.
+        PyJWT checks the HS256 signature (in constant time) before the claims are used; expiry is
+        checked here against the injectable clock rather than PyJWT's own ``time.time()``.
         """
-        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
-            raise TokenError("malformed", "expected two dot-separated parts")
-        body, sig_text = token.split(".")
-        sig = _b64decode(sig_text)
-        _b64decode(body)  # shape check before spending a MAC on garbage
-        if not hmac.compare_digest(sig, self._sign(body)):
-            raise TokenError("bad_signature")
-        claims = _parse_claims(_b64decode(body))
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+            raise TokenError("malformed", "expected a JWT (three dot-separated parts)")
+        try:
+            data = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "verify_aud": False},
+            )
+        except jwt.InvalidSignatureError as exc:
+            raise TokenError("bad_signature") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise TokenError("malformed", "only HS256 tokens are accepted") from exc
+        except jwt.PyJWTError as exc:
+            raise TokenError("malformed", str(exc)) from exc
+        claims = _parse_claims(data)
         if claims.exp <= self._clock():
             raise TokenError("expired", f"expired at {claims.exp}")
         if room is not None and claims.room != room:
@@ -126,11 +113,7 @@ class TokenSigner:
         return claims
 
 
-def _parse_claims(raw: bytes) -> TokenClaims:
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TokenError("malformed", "payload is not JSON") from exc
+def _parse_claims(data: Any) -> TokenClaims:
     if not isinstance(data, dict):
         raise TokenError("malformed", "payload is not an object")
 

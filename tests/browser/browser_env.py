@@ -87,14 +87,16 @@ class NetNamespace:
     ns_ip: str
 
     @classmethod
-    def create(cls) -> NetNamespace:
+    def create(cls, tag: str = "") -> NetNamespace:
+        """``tag`` (one lowercase letter) tells apart several namespaces of one test process."""
         _remove_stale_namespaces()
         pid = os.getpid()
-        subnet = 1 + pid % 250  # distinct per concurrent run, so two runs never share a route
+        # Distinct per concurrent run (and per tag), so two namespaces never share a route.
+        subnet = 1 + (pid + 97 * (ord(tag) - 96 if tag else 0)) % 250
         ns = cls(
-            name=f"{NS_PREFIX}{pid}",
-            host_if=f"hvk{pid % 100000}h",
-            ns_if=f"hvk{pid % 100000}n",
+            name=f"{NS_PREFIX}{pid}" + (f"-{tag}" if tag else ""),
+            host_if=f"hvk{pid % 100000}{tag}h",
+            ns_if=f"hvk{pid % 100000}{tag}n",
             host_ip=f"10.77.{subnet}.1",
             ns_ip=f"10.77.{subnet}.2",
         )
@@ -139,14 +141,15 @@ def _remove_stale_namespaces() -> None:
         if not name.startswith(NS_PREFIX):
             continue
         with contextlib.suppress(ValueError):
-            owner = int(name[len(NS_PREFIX) :])
+            owner_text, _, tag = name[len(NS_PREFIX) :].partition("-")
+            owner = int(owner_text)
             if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
                 pids = _ip("netns", "pids", name, check=False).stdout.split()
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
                 _ip("netns", "del", name, check=False)
-                _ip("link", "del", f"hvk{owner % 100000}h", check=False)
+                _ip("link", "del", f"hvk{owner % 100000}{tag}h", check=False)
 
 
 # --- fake camera and microphone -----------------------------------------------------------------

@@ -23,7 +23,7 @@ from signaling.server import SignalingServer
 from signaling.tokens import TokenSigner
 from signaling.web import LAUNCHER_KEY, BotLauncherConfig
 
-SECRET = b"web-tests-secret-0123456789"
+SECRET = b"web-tests-secret-0123456789-padded-to-32+"
 
 FAKE_BOT = textwrap.dedent(
     """

@@ -208,7 +208,7 @@ def test_host_address() -> Iterator[str]:
     problem = env.environment_problem()
     if problem is not None:
         pytest.fail(problem)
-    ns = env.NetNamespace.create()
+    ns = env.NetNamespace.create(tag="u")  # not the browser tests' namespace of this same process
     try:
         yield str(ns.host_ip)
     finally:

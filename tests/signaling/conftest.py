@@ -19,7 +19,7 @@ from signaling.base import Event, Role
 from signaling.client import SignalingClient, create_room, mint_invite
 from signaling.server import ServerConfig, SignalingServer
 
-SECRET = b"hoovik-test-secret-0123456789"
+SECRET = b"hoovik-test-secret-0123456789-padded-to-32+"
 WAIT_S = 10.0  # upper bound for "until" waits; never a timing assertion
 
 E = TypeVar("E")

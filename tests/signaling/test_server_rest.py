@@ -10,7 +10,7 @@ import pytest
 from signaling.client import SignalingHTTPError, create_room, mint_invite
 from signaling.tokens import TokenSigner
 
-SECRET = b"hoovik-test-secret-0123456789"  # the conftest's server secret
+SECRET = b"hoovik-test-secret-0123456789-padded-to-32+"  # the conftest's server secret
 
 
 def auth(token: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from signaling.base import (
 from signaling.client import SignalingClient
 from signaling.tokens import TokenSigner
 
-SECRET = b"hoovik-test-secret-0123456789"  # the conftest's server secret
+SECRET = b"hoovik-test-secret-0123456789-padded-to-32+"  # the conftest's server secret
 CAND = {
     "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
     "sdpMid": "0",
@@ -210,7 +210,7 @@ async def test_token_problems_reject_the_join(room: Any, join: Any, events: Any)
     host = await join(room, "host", "host")
     signer = TokenSigner(SECRET, clock=lambda: 1_000_000.0)
     expired = signer.mint(room.id, "participant", 10)
-    forged = TokenSigner(b"not-the-server-secret").mint(room.id, "participant", 60)
+    forged = TokenSigner(b"not-the-server-secret-but-32-bytes-long").mint(room.id, "participant", 60)
     cases = [("garbage", "token_malformed"), (forged, "token_bad_signature"), (expired, "token_expired")]
     for token, code in cases:
         with pytest.raises(JoinRejected) as err:

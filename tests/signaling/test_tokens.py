@@ -5,11 +5,12 @@ import hashlib
 import hmac
 import json
 
+import jwt
 import pytest
 
 from signaling.tokens import TokenError, TokenSigner
 
-SECRET = b"0123456789abcdef-token-tests"
+SECRET = b"0123456789abcdef-token-tests-padded-to-32+"
 
 
 class Clock:
@@ -24,11 +25,12 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def signed(payload: object, secret: bytes = SECRET) -> str:
-    """A correctly signed token around an arbitrary payload (to reach the payload checks)."""
+def signed(payload: object, secret: bytes = SECRET, header: dict[str, str] | None = None) -> str:
+    """A correctly HS256-signed JWT around an arbitrary payload (to reach the payload checks)."""
+    head = b64(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
     body = b64(json.dumps(payload).encode()) if not isinstance(payload, bytes) else b64(payload)
-    sig = hmac.new(secret, body.encode(), hashlib.sha256).digest()
-    return f"{body}.{b64(sig)}"
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
 
 
 def test_roundtrip_carries_every_claim() -> None:
@@ -49,12 +51,27 @@ def test_pid_is_optional_and_jti_unique() -> None:
     assert signer.verify(a).jti != signer.verify(b).jti
 
 
-def test_format_is_payload_dot_signature() -> None:
+def test_format_is_a_standard_hs256_jwt() -> None:
     token = TokenSigner(SECRET).mint("r", "host", 10)
-    body, sig = token.split(".")
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+    # Any JWT library verifies it with the server's secret...
+    payload = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert set(payload) == {"room", "role", "exp", "iat", "jti"}
-    assert len(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))) == 32
+    # ...and a token minted by another tool with the same claims is admitted.
+    other = jwt.encode({**payload, "jti": "minted-elsewhere"}, SECRET, algorithm="HS256")
+    assert TokenSigner(SECRET).verify(other).jti == "minted-elsewhere"
+
+
+def test_alg_none_and_other_algorithms_are_refused() -> None:
+    claims = {"room": "r", "role": "host", "exp": 2**40, "iat": 0, "jti": "j"}
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    with pytest.raises(TokenError) as err:
+        TokenSigner(SECRET).verify(unsigned)
+    assert err.value.code == "malformed"
+    hs512 = jwt.encode(claims, SECRET * 3, algorithm="HS512")
+    with pytest.raises(TokenError) as err:
+        TokenSigner(SECRET).verify(hs512)
+    assert err.value.code == "malformed"
 
 
 def test_expired() -> None:
@@ -77,7 +94,7 @@ def test_wrong_room() -> None:
 
 
 def test_other_secret_is_bad_signature() -> None:
-    token = TokenSigner(b"another-secret-of-16+bytes").mint("r", "host", 30)
+    token = TokenSigner(b"another-secret-of-32+bytes-for-hs256").mint("r", "host", 30)
     with pytest.raises(TokenError) as err:
         TokenSigner(SECRET).verify(token)
     assert err.value.code == "bad_signature"
@@ -85,26 +102,26 @@ def test_other_secret_is_bad_signature() -> None:
 
 def test_tampered_payload_is_bad_signature() -> None:
     signer = TokenSigner(SECRET)
-    body, sig = signer.mint("r", "participant", 30).split(".")
+    head, body, sig = signer.mint("r", "participant", 30).split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload["role"] = "host"
     with pytest.raises(TokenError) as err:
-        signer.verify(f"{b64(json.dumps(payload).encode())}.{sig}")
+        signer.verify(f"{head}.{b64(json.dumps(payload).encode())}.{sig}")
     assert err.value.code == "bad_signature"
 
 
 def test_tampered_signature_is_bad_signature() -> None:
     signer = TokenSigner(SECRET)
-    body, sig = signer.mint("r", "participant", 30).split(".")
+    head, body, sig = signer.mint("r", "participant", 30).split(".")
     flipped = ("A" if sig[0] != "A" else "B") + sig[1:]
     with pytest.raises(TokenError) as err:
-        signer.verify(f"{body}.{flipped}")
+        signer.verify(f"{head}.{body}.{flipped}")
     assert err.value.code == "bad_signature"
 
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b.c", "a b.c", "ab+c.def", "abc.d/ef", "abc.def=", "x" * 5000 + ".y"],
+    ["", "abc", "a.b", "a.b.c", "a b.c.d", "ab+c.def.g", "abc.d/ef.g", "abc.def.g=", "x" * 5000 + ".y.z"],
 )
 def test_malformed_shapes(token: str) -> None:
     with pytest.raises(TokenError) as err:
