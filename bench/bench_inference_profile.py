@@ -27,14 +27,13 @@ skipping the tabular branch for face-only rows (its fusion weight is 0 there).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import xgboost
+from _timing import median_ms  # bench/ is on sys.path when a bench script runs
 from threadpoolctl import threadpool_limits
 
 from models.anomaly import build_anomaly_features
@@ -45,16 +44,6 @@ from models.ensemble import fuse, validate_inputs
 from models.predictor import Predictor, profile_of
 from models.tabular import build_tabular_features
 from models.untrained import ensure_production_bundle
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def _rows(batch: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -76,15 +65,15 @@ def profile(predictor: Predictor, batch: int, repeats: int) -> dict[str, float]:
     profiles = [profile_of(bool(f), bool(a)) for f, a in zip(face, audio, strict=True)]
     tab = predictor.tabular
     out: dict[str, float] = {}
-    out["validate"] = _median_ms(lambda: [validate_inputs(xf[i], xa[i], fm[i], am[i]) for i in range(batch)], repeats)
+    out["validate"] = median_ms(lambda: [validate_inputs(xf[i], xa[i], fm[i], am[i]) for i in range(batch)], repeats)
     feats = build_anomaly_features(xf, xa, fm, am)
-    out["anomaly feat"] = _median_ms(lambda: build_anomaly_features(xf, xa, fm, am), repeats)
-    out["anomaly score"] = _median_ms(lambda: predictor.anomaly.score_batch(feats, profiles), repeats)
-    out["transformer"] = _median_ms(lambda: predictor.runner.predict_logits(xf, xa, fm, am), repeats)
+    out["anomaly feat"] = median_ms(lambda: build_anomaly_features(xf, xa, fm, am), repeats)
+    out["anomaly score"] = median_ms(lambda: predictor.anomaly.score_batch(feats, profiles), repeats)
+    out["transformer"] = median_ms(lambda: predictor.runner.predict_logits(xf, xa, fm, am), repeats)
     tf = build_tabular_features(xf, xa, fm, am)
-    out["tabular feat"] = _median_ms(lambda: build_tabular_features(xf, xa, fm, am), repeats)
+    out["tabular feat"] = median_ms(lambda: build_tabular_features(xf, xa, fm, am), repeats)
     _, pca = tab.transform(tf)
-    out["tabular PCA"] = _median_ms(lambda: tab.transform(tf), repeats)
+    out["tabular PCA"] = median_ms(lambda: tab.transform(tf), repeats)
 
     def dmatrix() -> np.ndarray:
         dm = xgboost.DMatrix(pca, missing=np.nan, nthread=1)
@@ -93,20 +82,20 @@ def profile(predictor: Predictor, batch: int, repeats: int) -> dict[str, float]:
     def inplace() -> np.ndarray:
         return np.asarray(tab.booster.inplace_predict(pca, iteration_range=(0, tab.n_iterations), missing=np.nan))
 
-    out["XGBoost (DMatrix)"] = _median_ms(dmatrix, repeats)
-    out["XGBoost (inplace)"] = _median_ms(inplace, repeats)
+    out["XGBoost (DMatrix)"] = median_ms(dmatrix, repeats)
+    out["XGBoost (inplace)"] = median_ms(inplace, repeats)
     logits = predictor.runner.predict_logits(xf, xa, fm, am)
     p_tab = np.full((batch, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
     e = predictor.ensemble
-    out["fusion"] = _median_ms(lambda: fuse(logits, p_tab, face, audio, e.temperature, e.w_modal, e.w_xgb), repeats)
-    out["whole call"] = _median_ms(lambda: Predictor.predict_batch(predictor, xf, xa, fm, am), repeats)
+    out["fusion"] = median_ms(lambda: fuse(logits, p_tab, face, audio, e.temperature, e.w_modal, e.w_xgb), repeats)
+    out["whole call"] = median_ms(lambda: Predictor.predict_batch(predictor, xf, xa, fm, am), repeats)
     skipping = Predictor(predictor.bundle, torch_threads=1, skip_unweighted=True)
-    out["whole call, face-only rows skip XGBoost"] = _median_ms(lambda: skipping.predict_batch(xf, xa, fm, am), repeats)
+    out["whole call, face-only rows skip XGBoost"] = median_ms(lambda: skipping.predict_batch(xf, xa, fm, am), repeats)
     # A group of silent participants (the engine groups them together): every row face-only.
     silent = (xf, np.zeros_like(xa), fm, np.zeros_like(am))
     silent[2][:] = 1.0
-    out["all face-only: whole call"] = _median_ms(lambda: Predictor.predict_batch(predictor, *silent), repeats)
-    out["all face-only: skipping XGBoost"] = _median_ms(lambda: skipping.predict_batch(*silent), repeats)
+    out["all face-only: whole call"] = median_ms(lambda: Predictor.predict_batch(predictor, *silent), repeats)
+    out["all face-only: skipping XGBoost"] = median_ms(lambda: skipping.predict_batch(*silent), repeats)
     return out
 
 
