@@ -11,7 +11,20 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK = ("bench_face", "bench_audio", "bench_transformer", "bench_tabular", "bench_anomaly", "bench_predictor")
+QUICK = (
+    "bench_face",
+    "bench_audio",
+    "bench_transformer",
+    "bench_tabular",
+    "bench_anomaly",
+    "bench_predictor",
+    "bench_starter",
+    "bench_starter_audio",
+)
+# Arguments per benchmark (the starter's reference comparison builds the production-size bundle,
+# minutes on first use: run `bench/bench_starter.py` alone for it; `bench/bench_inference_profile.py`
+# needs that bundle too).
+ARGS: dict[str, list[str]] = {"bench_starter": ["--no-reference", "--cpu"]}
 
 
 def main() -> int:
@@ -22,7 +35,7 @@ def main() -> int:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        module.main([])
+        module.main(ARGS.get(name, []))
     return 0
 
 
