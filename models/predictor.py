@@ -15,7 +15,7 @@ import numpy as np
 
 from models.anomaly import AnomalyResult, build_anomaly_features
 from models.bundle import Bundle
-from models.constants import CLASS_NAMES, NUM_CLASSES
+from models.constants import AUDIO_DIM, CLASS_NAMES, FACE_DIM, NUM_CLASSES
 from models.ensemble import ensemble_weights, fuse, validate_inputs
 from models.tabular import build_tabular_features
 from models.transformer import TransformerRunner
@@ -73,8 +73,59 @@ def profile_of(face_present: bool, audio_present: bool) -> str:
     return "audio_only" if audio_present else "video_only"
 
 
-def _error(message: str) -> Prediction:
+def error_prediction(message: str) -> Prediction:
+    """The prediction of a row that failed validation (the original returned an error dict)."""
     return Prediction("error", message, None, None, None, None, None, None, None, None, None)
+
+
+@dataclass(frozen=True)
+class ValidRows:
+    """The rows of a batch that passed validation, as float32 arrays, and which modalities they have."""
+
+    index: list[int]
+    xf: np.ndarray
+    xa: np.ndarray
+    fm: np.ndarray
+    am: np.ndarray
+    face_present: np.ndarray
+    audio_present: np.ndarray
+
+
+def split_batch(
+    xf: np.ndarray,
+    xa: np.ndarray,
+    fm: np.ndarray,
+    am: np.ndarray,
+    face_dim: int = FACE_DIM,
+    audio_dim: int = AUDIO_DIM,
+) -> tuple[list[Prediction | None], ValidRows | None]:
+    """Validate every row (any family's dims): error predictions for the bad rows, the rest batched.
+
+    A bad row never affects the others; every family's predictor starts here.
+    """
+    results: list[Prediction | None] = [None] * len(xf)
+    valid: list[int] = []
+    for i in range(len(xf)):
+        err = validate_inputs(xf[i], xa[i], fm[i], am[i], face_dim, audio_dim)
+        if err is not None:
+            results[i] = error_prediction(err)
+        else:
+            valid.append(i)
+    if not valid:
+        return results, None
+    idx = np.asarray(valid)
+    bfm = np.asarray(fm, dtype=np.float32)[idx]
+    bam = np.asarray(am, dtype=np.float32)[idx]
+    rows = ValidRows(
+        valid,
+        np.asarray(xf, dtype=np.float32)[idx],
+        np.asarray(xa, dtype=np.float32)[idx],
+        bfm,
+        bam,
+        bfm.sum(axis=1) > 0,
+        bam.sum(axis=1) > 0,
+    )
+    return results, rows
 
 
 class Predictor:
@@ -99,28 +150,16 @@ class Predictor:
         """One sample, shapes (10,326), (10,1024), (10,), (10,)."""
         error = validate_inputs(xf, xa, fm, am)
         if error is not None:
-            return _error(error)
+            return error_prediction(error)
         return self.predict_batch(xf[None], xa[None], fm[None], am[None])[0]
 
     def predict_batch(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> list[Prediction]:
         """B samples at once: (B,10,326), (B,10,1024), (B,10), (B,10); normalised inputs."""
-        n = len(xf)
-        results: list[Prediction | None] = [None] * n
-        valid: list[int] = []
-        for i in range(n):
-            err = validate_inputs(xf[i], xa[i], fm[i], am[i])
-            if err is not None:
-                results[i] = _error(err)
-            else:
-                valid.append(i)
-        if valid:
-            idx = np.asarray(valid)
-            bf = np.asarray(xf, dtype=np.float32)[idx]
-            ba = np.asarray(xa, dtype=np.float32)[idx]
-            bfm = np.asarray(fm, dtype=np.float32)[idx]
-            bam = np.asarray(am, dtype=np.float32)[idx]
-            face_present = bfm.sum(axis=1) > 0
-            audio_present = bam.sum(axis=1) > 0
+        results, rows = split_batch(xf, xa, fm, am)
+        if rows is not None:
+            valid = rows.index
+            bf, ba, bfm, bam = rows.xf, rows.xa, rows.fm, rows.am
+            face_present, audio_present = rows.face_present, rows.audio_present
             profiles = [profile_of(bool(f), bool(a)) for f, a in zip(face_present, audio_present, strict=True)]
             anomaly = self.anomaly.score_batch(build_anomaly_features(bf, ba, bfm, bam), profiles)
             logits = self.runner.predict_logits(bf, ba, bfm, bam)

@@ -20,18 +20,14 @@ import numpy as np
 
 from models.anomaly import AnomalyResult
 from models.constants import CLASS_NAMES
-from models.ensemble import ensemble_weights, fuse, softmax_with_temperature, validate_inputs
-from models.predictor import Prediction, profile_of
+from models.ensemble import ensemble_weights, fuse, softmax_with_temperature
+from models.predictor import Prediction, profile_of, split_batch
 from models.starter.audio_head import pool_sequence
 from models.starter.bundle import StarterBundle
 from models.starter.face import fer_to_six
 
 _EPS = 1e-6
 ANOMALY_DETECTOR = "starter_audio"
-
-
-def _error(message: str) -> Prediction:
-    return Prediction("error", message, None, None, None, None, None, None, None, None, None)
 
 
 def face_logits(xf: np.ndarray, fm: np.ndarray) -> np.ndarray:
@@ -56,23 +52,11 @@ class StarterPredictor:
         return self.predict_batch(xf[None], xa[None], fm[None], am[None])[0]
 
     def predict_batch(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> list[Prediction]:
-        n = len(xf)
-        results: list[Prediction | None] = [None] * n
-        valid: list[int] = []
-        for i in range(n):
-            err = validate_inputs(xf[i], xa[i], fm[i], am[i], self.face_dim, self.audio_dim)
-            if err is not None:
-                results[i] = _error(err)
-            else:
-                valid.append(i)
-        if valid:
-            idx = np.asarray(valid)
-            bf = np.asarray(xf, dtype=np.float32)[idx]
-            ba = np.asarray(xa, dtype=np.float32)[idx]
-            bfm = np.asarray(fm, dtype=np.float32)[idx]
-            bam = np.asarray(am, dtype=np.float32)[idx]
-            face_present = bfm.sum(axis=1) > 0
-            audio_present = bam.sum(axis=1) > 0
+        results, rows = split_batch(xf, xa, fm, am, self.face_dim, self.audio_dim)
+        if rows is not None:
+            valid = rows.index
+            bf, ba, bfm, bam = rows.xf, rows.xa, rows.fm, rows.am
+            face_present, audio_present = rows.face_present, rows.audio_present
             fusion = self.bundle.fusion
             f_logits = face_logits(bf, bfm)
             pooled = pool_sequence(ba, bam)
