@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.config import BotConfig
+from signaling.base import JOIN_REFUSED_CODES
 
 if TYPE_CHECKING:
     from bot.service import BotService
@@ -111,19 +112,7 @@ EXIT_REPLACED = 5  # another connection (another bot) took over our participant 
 EXIT_UNREACHABLE = 6  # no signaling connection for --give-up-s
 EXIT_LOST = 7  # the session ended for another reason and could not be resumed
 
-_REFUSED = {
-    "token_malformed",
-    "token_bad_signature",
-    "token_expired",
-    "token_wrong_room",
-    "role_mismatch",
-    "participant_mismatch",
-    "id_taken",
-    "id_reserved",
-    "invalid_code",
-    "room_full",
-    "forbidden",
-}
+_REFUSED = JOIN_REFUSED_CODES | {"invalid_code", "room_full", "forbidden"}
 
 
 def join_exit(reason: str) -> tuple[int, str | None]:

@@ -209,13 +209,7 @@ class FaceFeatureExtractor:
         if landmarker is None:
             return
         _LIVE_EXTRACTORS.discard(self)
-        try:
-            landmarker.close()
-        except RuntimeError:
-            # MediaPipe 1.2.3 runs every C call on its own executor thread, which Python has already
-            # shut down at exit ("cannot schedule new futures after shutdown"). The process is ending,
-            # so drop the handle: otherwise MediaPipe's __del__ retries and prints a traceback.
-            landmarker._handle = None
+        close_landmarker(landmarker)
 
     def __enter__(self) -> FaceFeatureExtractor:
         return self
@@ -227,6 +221,19 @@ class FaceFeatureExtractor:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def close_landmarker(landmarker: FaceLandmarker) -> None:
+    """Close a MediaPipe landmarker, also at interpreter exit.
+
+    MediaPipe 1.2.3 runs every C call on its own executor thread, which Python has already shut down
+    at exit ("cannot schedule new futures after shutdown"). The process is ending, so drop the
+    handle: otherwise MediaPipe's __del__ retries and prints a traceback.
+    """
+    try:
+        landmarker.close()
+    except RuntimeError:
+        landmarker._handle = None
 
 
 def _vector_from_result(result: Any) -> np.ndarray:

@@ -8,6 +8,7 @@ module. Nothing here imports aiohttp, aiortc or any model code.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -149,6 +150,46 @@ class SessionClosed(ConnectionError):
 
 
 # --- the interface ------------------------------------------------------------------------------
+
+
+class EventQueue:
+    """The one event stream every session implementation shares (native, reconnecting, Hoovik).
+
+    Subclasses put events on ``_queue`` and, when the session ends, set ``_final`` (the
+    :class:`Disconnected`) and ``_final_pending``; ``events()`` then drains what is queued first.
+    """
+
+    _queue: asyncio.Queue[Event]
+    _final: Disconnected | None
+    _final_pending: bool
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Yield events until (and including) :class:`Disconnected`. One consumer only."""
+        while True:
+            if self._final_pending and self._queue.empty():
+                self._final_pending = False
+                assert self._final is not None
+                yield self._final
+                return
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, Disconnected):
+                return
+
+
+# Join refusals that retrying cannot cure: a bad token or an identity the server will not give.
+JOIN_REFUSED_CODES = frozenset(
+    {
+        "token_malformed",
+        "token_bad_signature",
+        "token_expired",
+        "token_wrong_room",
+        "role_mismatch",
+        "participant_mismatch",
+        "id_taken",
+        "id_reserved",
+    }
+)
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,10 @@ from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 from yarl import URL
 
 from signaling.base import (
+    JOIN_REFUSED_CODES,
     Disconnected,
     Event,
+    EventQueue,
     JoinRejected,
     MediaState,
     PeerInfo,
@@ -95,7 +97,7 @@ def _http_base(url: str) -> URL:
     return u.with_path("/").with_query(None)
 
 
-class SignalingClient:
+class SignalingClient(EventQueue):
     """One joined membership of a room on the native signaling server.
 
     Events go through a bounded queue read by a single consumer via :meth:`events`. When the
@@ -201,19 +203,6 @@ class SignalingClient:
 
     result_relay_reaches_hosts = True
     """``send_result`` goes to its subject *and* every host of the room (the server fans it out)."""
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Yield events until (and including) :class:`Disconnected`. One consumer only."""
-        while True:
-            if self._final_pending and self._queue.empty():
-                self._final_pending = False
-                assert self._final is not None
-                yield self._final
-                return
-            event = await self._queue.get()
-            yield event
-            if isinstance(event, Disconnected):
-                return
 
     async def send_offer(self, peer_id: str, sdp: str) -> None:
         await self._send(OfferTo(to=peer_id, sdp=sdp))
@@ -444,21 +433,7 @@ def candidate_from_json(data: Mapping[str, Any] | None) -> RTCIceCandidate | Non
 
 # --- staying in the room ------------------------------------------------------------------------
 
-TERMINAL_REASONS = frozenset(
-    {
-        "client_closed",
-        "replaced",
-        "room_not_found",
-        "token_malformed",
-        "token_bad_signature",
-        "token_expired",
-        "token_wrong_room",
-        "role_mismatch",
-        "participant_mismatch",
-        "id_taken",
-        "id_reserved",
-    }
-)
+TERMINAL_REASONS = JOIN_REFUSED_CODES | {"client_closed", "replaced", "room_not_found"}
 """Ends of a connection (close reasons or join refusals) that reconnecting cannot fix: someone took
 our id over, the room is gone, or the token will never be accepted. Anything else (a lost socket,
 ``shutting_down``, a refused TCP connection, ``room_full``, ``rate_limited``…) is retried."""
@@ -484,7 +459,7 @@ class ReconnectPolicy:
             delay = min(delay * 2, self.delay_max_s)
 
 
-class ReconnectingClient:
+class ReconnectingClient(EventQueue):
     """A :class:`~signaling.base.SignalingSession` that survives losing the signaling server.
 
     It wraps one :class:`SignalingClient` at a time. When the connection drops for a reason that
@@ -566,19 +541,6 @@ class ReconnectingClient:
     @property
     def resume_key(self) -> str | None:
         return self._client.resume_key if self._client is not None else None
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Yield events until (and including) :class:`Disconnected`. One consumer only."""
-        while True:
-            if self._final_pending and self._queue.empty():
-                self._final_pending = False
-                assert self._final is not None
-                yield self._final
-                return
-            event = await self._queue.get()
-            yield event
-            if isinstance(event, Disconnected):
-                return
 
     async def send_offer(self, peer_id: str, sdp: str) -> None:
         await self._send("send_offer", peer_id, sdp)

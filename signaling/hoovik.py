@@ -49,7 +49,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,6 +58,7 @@ import socketio
 from signaling.base import (
     Disconnected,
     Event,
+    EventQueue,
     JoinRejected,
     MediaState,
     PeerInfo,
@@ -195,7 +196,7 @@ class _Client(socketio.AsyncClient):
         await super()._handle_disconnect(namespace)
 
 
-class HoovikSession:
+class HoovikSession(EventQueue):
     """One bot membership of one Hoovik meeting; survives backend restarts by rejoining.
 
     Socket.IO handlers only update state and queue events (they never await), so events keep the
@@ -293,19 +294,6 @@ class HoovikSession:
     @property
     def closed(self) -> bool:
         return self._final is not None
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Yield events until (and including) :class:`Disconnected`. One consumer only."""
-        while True:
-            if self._final_pending and self._queue.empty():
-                self._final_pending = False
-                assert self._final is not None
-                yield self._final
-                return
-            event = await self._queue.get()
-            yield event
-            if isinstance(event, Disconnected):
-                return
 
     async def send_offer(self, peer_id: str, sdp: str) -> None:
         await self._signal(peer_id, encode_description("offer", sdp))

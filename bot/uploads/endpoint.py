@@ -457,25 +457,26 @@ class EmotionService:
 
     # -- uploads ---------------------------------------------------------------------------------
 
-    async def _on_audio_chunk(self, sid: str, data: Any = None) -> None:
+    def _upload(self, sid: str, data: Any) -> tuple[str, bytes] | None:
+        """The socket's pid and the payload's bytes, or None (unknown socket, or counted as bad)."""
         pid = self.sid_pid.get(sid)
         if pid is None:
-            return
+            return None
         raw = payload_bytes(data)
         if raw is None:
             self._count("bad_payloads")
-            return
-        await self._push_audio(sid, pid, raw)
+            return None
+        return pid, raw
+
+    async def _on_audio_chunk(self, sid: str, data: Any = None) -> None:
+        upload = self._upload(sid, data)
+        if upload is not None:
+            await self._push_audio(sid, *upload)
 
     async def _on_frame(self, sid: str, data: Any = None) -> None:
-        pid = self.sid_pid.get(sid)
-        if pid is None:
-            return
-        raw = payload_bytes(data)
-        if raw is None:
-            self._count("bad_payloads")
-            return
-        await self._push_frame(sid, pid, raw)
+        upload = self._upload(sid, data)
+        if upload is not None:
+            await self._push_frame(sid, *upload)
 
     async def _on_av_chunk(self, sid: str, data: Any = None) -> None:
         pid = self.sid_pid.get(sid)

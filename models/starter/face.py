@@ -22,7 +22,7 @@ import numpy as np
 
 from models.assets import locate_face_asset
 from models.constants import CLASS_NAMES
-from models.face import FaceResult, _create_landmarker, validate_rgb
+from models.face import FaceResult, _create_landmarker, close_landmarker, validate_rgb
 
 if TYPE_CHECKING:
     from mediapipe.tasks.python.vision import FaceLandmarker
@@ -133,11 +133,7 @@ class FerFaceExtractor:
         if landmarker is None:
             return
         _LIVE.discard(self)
-        try:
-            landmarker.close()
-        except RuntimeError:
-            # As models.face.FaceFeatureExtractor.close: at exit MediaPipe's executor is already shut down.
-            landmarker._handle = None
+        close_landmarker(landmarker)
 
     def __enter__(self) -> FerFaceExtractor:
         return self
