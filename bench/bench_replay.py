@@ -31,10 +31,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from bot.config import EngineConfig
-from bot.engine import BundleInfo
-from bot.replay.driver import ParticipantReplay, Replayer, ReplayModels
+from bot.pipeline.results import BundleInfo
+from bot.replay.driver import Replayer
 from bot.replay.inputs import ReplayInput
 from bot.replay.outputs import write_outputs
+from bot.replay.records import ParticipantReplay, ReplayModels
 from bot.replay.synth import write_recording
 from models.assets import locate_face_asset
 from models.audio import AudioEmbedder

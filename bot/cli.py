@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bot.config import BotConfig
+from bot.config import add_model_flags, config_from_args
 from signaling.base import JOIN_REFUSED_CODES
 
 if TYPE_CHECKING:
@@ -30,38 +30,12 @@ if TYPE_CHECKING:
 
 # Modules that contribute subcommands: each has ``add_parser(subparsers)``, which registers its
 # parser with ``set_defaults(handler=fn)``, where ``fn(args) -> int`` runs the command.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("bot.replay.cli", "bot.loadgen", "models.training.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("bot.replay.cli", "bot.contrib.loadgen", "models.training.cli")
 
 
-def _config(args: argparse.Namespace) -> BotConfig:
-    cfg = BotConfig.load(getattr(args, "config", None))
-    if getattr(args, "bundle", None):
-        cfg.models.bundle = args.bundle
-    if getattr(args, "audio_model", None):
-        cfg.models.audio_model = args.audio_model
-    if getattr(args, "precision", None):
-        cfg.models.audio_precision = args.precision
-    if getattr(args, "face_asset", None):
-        cfg.models.face_asset = args.face_asset
-    if getattr(args, "http_port", None) is not None:
-        cfg.server.http_port = args.http_port
-    if getattr(args, "http_host", None):
-        cfg.server.http_host = args.http_host
-    if getattr(args, "ice_server", None):
-        cfg.server.ice_servers = list(args.ice_server)
-    return cfg
-
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file")
-    p.add_argument(
-        "--bundle",
-        help="model bundle directory (default: the shipped starter bundle; 'untrained': the untrained demo "
-        "bundle, for tests)",
-    )
-    p.add_argument("--audio-model", help="Wav2Vec2 hub id or local directory ('untrained' for a stand-in)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="Wav2Vec2 precision")
-    p.add_argument("--face-asset", help="path to face_landmarker.task")
+# Kept only until bot/cluster/cli.py imports add_model_flags/config_from_args from bot.config.
+_config = config_from_args
+_add_model_flags = add_model_flags
 
 
 def serve_config(args: argparse.Namespace) -> ServerConfig:
@@ -73,8 +47,8 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from signaling.launcher import BotLauncherConfig, local_launcher
     from signaling.server import SignalingServer
-    from signaling.web import BotLauncherConfig
 
     secret = (args.secret or os.environ.get("HOOVIK_SECRET") or "").encode() or secrets.token_bytes(32)
     launcher = None
@@ -89,10 +63,10 @@ async def _serve(args: argparse.Namespace) -> int:
             startup_timeout_s=args.bot_startup_timeout_s,
         )
     config = serve_config(args)
-    server = SignalingServer(secret, config, bot_launcher=launcher)
+    server = SignalingServer(secret, config, bot_launcher=None if launcher is None else local_launcher(launcher))
     await server.start(args.host, args.port)
-    print(f"signaling server on {server.ws_url} (REST at {server.url})", flush=True)
-    print(f"web app on {server.url}/", flush=True)
+    for line in server.listening_lines():
+        print(line, flush=True)
     if config.create_room_key is not None:
         print("creating rooms needs the room key (Authorization: Bearer <key>)", flush=True)
     if launcher is not None:
@@ -202,8 +176,8 @@ def validate_join(args: argparse.Namespace) -> str | None:
 
 
 async def _join(args: argparse.Namespace) -> int:
-    from bot.emotion_service import EmotionServiceOptions
     from bot.service import BotService
+    from bot.uploads.access import EmotionServiceOptions
     from signaling.base import JoinRejected
 
     try:
@@ -212,7 +186,7 @@ async def _join(args: argparse.Namespace) -> int:
         print(f"hoovik-bot join: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     hoovik = bool(args.hoovik)
-    cfg = _config(args)
+    cfg = config_from_args(args)
     telemetry_token = args.telemetry_token or os.environ.get("HOOVIK_TELEMETRY_TOKEN") or None
     # Hoovik's UI shows emotions only through an emotion-service endpoint, so it is on by default there.
     emotion = None
@@ -295,9 +269,9 @@ async def _run_until_signal(service: BotService, session: SignalingSession) -> s
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from bot.demo import DemoOptions, run_demo
+    from bot.contrib.demo import DemoOptions, run_demo
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     opts = DemoOptions(
         participants=args.participants,
         duration=args.duration,
@@ -325,7 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the signaling server and its web app")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)",
+    )
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--secret", help="token signing secret (default: $HOOVIK_SECRET, else random)")
     p.add_argument(
@@ -343,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bot-command",
         metavar="CMD",
         help="enable 'Add the bot' in the web app: run this command (e.g. 'hoovik-bot join --bundle DIR') "
-        "per room; the server appends --signaling, --room, --token and --http-port 0",
+        "per room; the server appends --signaling, --room and --http-port 0, and passes the bot's token in "
+        "$HOOVIK_BOT_TOKEN",
     )
     p.add_argument("--max-bots", type=int, default=2, help="bots the launcher runs at once (default 2)")
     p.add_argument(
@@ -409,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ice-server", action="append", help="STUN/TURN URL (repeatable); default none")
     p.add_argument("--allow-untrained", action="store_true", help="fall back to an untrained Wav2Vec2 offline")
-    _add_model_flags(p)
+    add_model_flags(p)
 
     p = sub.add_parser("demo", help="a local demo meeting: signaling + bot + simulated participants")
     p.add_argument("--participants", type=int, default=3)
@@ -419,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the summary as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no live table")
     p.add_argument("--http-port", type=int, default=0)
-    _add_model_flags(p)
+    add_model_flags(p)
 
     from models.cli import add_models_parser
 

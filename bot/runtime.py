@@ -21,7 +21,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from bot.config import BotConfig, Precision
-from bot.engine import BundleInfo
+from bot.pipeline.results import BundleInfo
 from models.assets import cache_dir, locate_face_asset
 from models.audio import AudioEmbedder
 from models.bundle import Bundle

@@ -4,7 +4,7 @@ The HTTP server starts first so that ``/health`` answers and ``/ready`` says 503
 load (which takes seconds with production weights); ``/ready`` turns 200 once the engine runs.
 
 Optionally the same HTTP server carries an emotion-service-compatible Socket.IO endpoint
-(:mod:`bot.emotion_service`): Hoovik's host UI pointed at the bot receives ``emotion.result`` for
+(:mod:`bot.uploads`): Hoovik's host UI pointed at the bot receives ``emotion.result`` for
 each participant's ``userId``. Anything else that needs the aiohttp app before it starts can be
 added through ``http_hooks``.
 """
@@ -19,12 +19,14 @@ from typing import Any
 from aiohttp import web
 
 from bot.config import BotConfig
-from bot.emotion_service import MAX_HTTP_BUFFER, EmotionService, EmotionServiceOptions
-from bot.engine import Engine
-from bot.participant import BotParticipant
-from bot.results import EmotionResult
+from bot.live.engine import Engine
+from bot.pipeline.results import EmotionResult
 from bot.runtime import Runtime, build_runtime
 from bot.telemetry import Telemetry
+from bot.uploads.access import MAX_HTTP_BUFFER, EmotionServiceOptions
+from bot.uploads.endpoint import EmotionService
+from bot.webrtc.participant import BotParticipant
+from bot.webrtc.router import ResultRouter
 from signaling.base import SignalingSession
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,12 @@ class BotService:
         telemetry_token: str | None = None,
     ) -> None:
         self.cfg = cfg
-        self.telemetry = Telemetry(token=telemetry_token)
         self.runtime: Runtime | None = None
         self.engine: Engine | None = None
+        self.telemetry = Telemetry(token=telemetry_token, engine=lambda: self.engine, extra=self._extra_stats)
         self.participant: BotParticipant | None = None
+        self.router: ResultRouter | None = None
+        """The current session's result route (its subject and the hosts); see bot/webrtc/router.py."""
         self.end_reason: str | None = None
         """The last session's ``Disconnected`` reason (``replaced``, ``room_not_found``, …)."""
         self.result_listeners: list[Callable[[EmotionResult], None]] = []
@@ -57,8 +61,12 @@ class BotService:
         self.http_hooks: list[Callable[[web.Application], None]] = []
         self.emotion: EmotionService | None = None
         if emotion_service is not None:
-            self.emotion = EmotionService(emotion_service, engine_config=cfg.engine)
-            self.emotion.is_meeting_participant = self.is_meeting_result_id
+            self.emotion = EmotionService(
+                emotion_service,
+                engine_config=cfg.engine,
+                engine=lambda: self.engine,
+                is_meeting_participant=self.is_meeting_result_id,
+            )
             self.http_hooks.append(self.emotion.attach)
 
     async def start_http(self) -> int:
@@ -91,16 +99,14 @@ class BotService:
             bundle=runtime.info,
             on_result=self._on_result,
         )
-        self.telemetry.engine = self.engine
-        self.telemetry.extra = lambda: self._extra_stats(runtime)
-        if self.emotion is not None:
-            self.emotion.engine = self.engine
         await self.engine.start()
         self.telemetry.ready = True
         return runtime
 
-    def _extra_stats(self, runtime: Runtime) -> dict[str, Any]:
-        extra: dict[str, Any] = {"model": runtime.describe()}
+    def _extra_stats(self) -> dict[str, Any]:
+        if self.runtime is None or self.engine is None:
+            return {}
+        extra: dict[str, Any] = {"model": self.runtime.describe()}
         if self.emotion is not None:
             extra["emotionService"] = self.emotion.stats()
         return extra
@@ -122,8 +128,8 @@ class BotService:
     def _on_result(self, result: EmotionResult) -> None:
         self.telemetry.observe(result)
         uploaded = self.emotion is not None and self.emotion.is_upload_participant(result.participant_id)
-        if self.participant is not None and not uploaded:
-            self.participant.router.route(result)
+        if self.router is not None and not uploaded:
+            self.router.route(result)
         if self.emotion is not None:
             self.emotion.publish(self.result_id(result.participant_id), result)
         for listener in self.result_listeners:
@@ -133,7 +139,8 @@ class BotService:
         """Run the bot in ``session`` until it ends; :attr:`end_reason` then says why."""
         if self.engine is None:
             raise RuntimeError("load() the models before running a session")
-        self.participant = BotParticipant(session, self.engine, self.cfg.server.ice_servers)
+        self.router = ResultRouter(session)
+        self.participant = BotParticipant(session, self.engine, self.cfg.server.ice_servers, router=self.router)
         self.end_reason = await self.participant.run()
 
     async def stop(self) -> None:

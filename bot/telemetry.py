@@ -1,6 +1,6 @@
 """The bot's HTTP telemetry: /health, /ready, /stats/json, /stats and Prometheus /metrics.
 
-``/stats/json`` keeps the original emotion service's shape (spec 2.6: ``generated_at``,
+``/stats/json`` keeps the original emotion service's shape (docs/engine.md, "Telemetry": ``generated_at``,
 ``active_participants``, per-modality and ``overall`` latency summaries in ms) and adds the
 engine's view: per participant its profile, sampling rate, queue depths, drops, VAD-gated windows,
 results per second and latency percentiles; per pool its depth and batch-size histogram; the
@@ -34,8 +34,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from bot.engine import Engine
-from bot.results import EmotionResult
+from bot.live.engine import Engine
+from bot.pipeline.results import EmotionResult
 
 MODALITIES = ("audio_only", "video_only", "both")
 
@@ -173,12 +173,22 @@ class EngineCollector(Collector):
 
 
 class Telemetry:
-    """Collects result metrics and serves them; ``ready`` flips once models are loaded."""
+    """Collects result metrics and serves them; ``ready`` flips once models are loaded.
 
-    def __init__(self, token: str | None = None) -> None:
+    ``engine`` returns the engine once models are loaded (None before: the HTTP server starts
+    first); ``extra`` adds keys to ``/stats/json`` (the service's model description, say).
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        engine: Callable[[], Engine | None] = lambda: None,
+        extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.token = token or None
         """If set, ``/stats*`` and ``/metrics`` need ``Authorization: Bearer <token>``."""
-        self.engine: Engine | None = None
+        self._engine = engine
         self.ready = False
         self.latency = LatencyTracker()
         self.registry = CollectorRegistry()
@@ -194,9 +204,13 @@ class Telemetry:
         self.m_up.set(time.time())
         self.registry.register(EngineCollector(self))
         ProcessCollector(registry=self.registry)
-        self.extra: Callable[[], dict[str, Any]] | None = None
+        self.extra = extra
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # prime: the next call measures since now
+
+    @property
+    def engine(self) -> Engine | None:
+        return self._engine()
 
     def observe(self, result: EmotionResult) -> None:
         self.latency.add(result.modality, result.latency_ms)
@@ -214,7 +228,8 @@ class Telemetry:
             }
 
     def stats(self) -> dict[str, Any]:
-        snap = self.engine.snapshot() if self.engine is not None else {"participants": []}
+        engine = self.engine
+        snap = engine.snapshot() if engine is not None else {"participants": []}
         out: dict[str, Any] = {
             "generated_at": time.time(),
             "active_participants": len(snap["participants"]),

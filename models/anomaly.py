@@ -1,6 +1,7 @@
 """Anomaly detection: the 9,452-d feature vector and the per-profile IsolationForest detectors.
 
-Feature layout (spec 3.6, the original's ``train_anomaly.build_anomaly_features``), over the valid
+Feature layout (docs/training.md, "Anomaly detectors", the original's ``train_anomaly.build_anomaly_features``),
+over the valid
 frames (mask == 1, ``n`` of them) of the normalised sequences, float32:
 
 * per modality (face D=326, then audio D=1024): mean | std (0 if n < 2) | min | max |

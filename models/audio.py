@@ -1,11 +1,13 @@
-"""Audio embedding: Wav2Vec2 mean-pooled last hidden state over a 0.6 s, 16 kHz window (spec §3.3).
+"""Audio embedding: Wav2Vec2 mean-pooled last hidden state over a 0.6 s, 16 kHz window (docs/features.md, "Audio:
+1024 floats per 0.6 s window").
 
 Model: ``audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim`` loaded as feature extractor + base
 ``Wav2Vec2Model`` (no regression head); embedding = mean over time of ``last_hidden_state`` (1024-d).
 
 **Window length: always 0.6 s.** The original trained on 0.6 s (9600-sample) windows centred on each
 frame time, but its live server embedded whatever the latest browser chunk held, and the browser
-sends 100 ms (1600-sample) chunks (spec §0.8, §2.4). Mean-pooling 5 encoder frames instead of 30
+sends 100 ms (1600-sample) chunks (docs/features.md, "The 0.6 s window fix"). Mean-pooling 5 encoder frames instead
+of 30
 gives embeddings the trained models never saw, so serving was skewed against training. We always
 embed 0.6 s: :func:`centred_window` offline (identical to training) and :func:`trailing_window` live
 (the newest 0.6 s of the ring buffer, i.e. a window centred on *now − 0.3 s*). Both skip windows
@@ -58,11 +60,23 @@ def _mono_f32(signal: np.ndarray) -> np.ndarray:
     return sig
 
 
+def window_skip_reason(window: np.ndarray, min_samples: int = AUDIO_MIN_SAMPLES) -> str | None:
+    """The audio-window rule, shared by training, the live engine and replay (``bot.pipeline.sampling``).
+
+    ``"short"`` when the window holds fewer than ``min_samples`` samples (2400 by default: the
+    original's offline rule, which serving follows so that it matches training), ``"silent"`` when it
+    is digital silence (std < 1e-6), ``None`` when it may be embedded.
+    """
+    if window.shape[0] < min_samples:
+        return "short"
+    if float(np.std(window)) < SILENCE_STD:
+        return "silent"
+    return None
+
+
 def _usable(window: np.ndarray) -> np.ndarray | None:
-    """The training rule: too short (< 2400 samples) or silent (std < 1e-6) windows are skipped."""
-    if window.shape[0] < AUDIO_MIN_SAMPLES or float(np.std(window)) < SILENCE_STD:
-        return None
-    return window
+    """The training rule (:func:`window_skip_reason`): too short or silent windows are skipped."""
+    return None if window_skip_reason(window) is not None else window
 
 
 def centred_window(signal: np.ndarray, centre_sample: int, length: int = AUDIO_WINDOW_SAMPLES) -> np.ndarray | None:
@@ -128,13 +142,42 @@ def load_wav2vec2(
         offline = local or _env_offline()
     cache = hf_cache_dir() if cache_dir is None else Path(cache_dir)
     name = str(Path(source).expanduser()) if local else str(source)
+
+    def load(local_only: bool) -> tuple[Wav2Vec2FeatureExtractor, Wav2Vec2Model]:
+        extractor = Wav2Vec2FeatureExtractor.from_pretrained(name, cache_dir=str(cache), local_files_only=local_only)
+        model = Wav2Vec2Model.from_pretrained(
+            name, cache_dir=str(cache), local_files_only=local_only, dtype=torch.float32
+        )
+        return extractor, model
+
     try:
-        extractor = Wav2Vec2FeatureExtractor.from_pretrained(name, cache_dir=str(cache), local_files_only=offline)
-        model = Wav2Vec2Model.from_pretrained(name, cache_dir=str(cache), local_files_only=offline, dtype=torch.float32)
+        try:
+            # The cache first: a cached model never touches the network.
+            extractor, model = load(True)
+        except OSError:
+            if offline:
+                raise
+            # Not cached: without a reachable hub, huggingface_hub would retry for about a minute
+            # before failing; one quick connection attempt says the same at once.
+            _check_hub_reachable()
+            extractor, model = load(False)
     except OSError as exc:
         raise AssetNotFoundError(_missing_model_message(str(source), cache, offline, exc)) from exc
     model.eval()
     return extractor, model
+
+
+def _check_hub_reachable(timeout_s: float = 3.0) -> None:
+    """Raise ``OSError`` at once when the model hub (``$HF_ENDPOINT``) cannot be connected to."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout_s).close()
+    except OSError as exc:
+        raise OSError(f"the model hub {url.geturl()} is unreachable ({exc})") from exc
 
 
 def _missing_model_message(source: str, cache: Path, offline: bool, exc: Exception) -> str:
@@ -143,7 +186,10 @@ def _missing_model_message(source: str, cache: Path, offline: bool, exc: Excepti
         f"Wav2Vec2 model {source!r} could not be loaded ({mode}) with Hugging Face cache {cache}: {exc}\n"
         f"To fix: run `hoovik-bot models fetch` on a machine with network access (it fills {cache}), "
         f"or set the audio model to a local folder holding config.json, preprocessor_config.json "
-        f"and the weights."
+        f"and the weights.\n"
+        f"Offline? Run without --bundle (the shipped starter bundle needs no download), pass "
+        f"--audio-model DIR, or --allow-untrained (results are flagged untrained). "
+        f"HF_HUB_OFFLINE=1 makes a missing model fail at once."
     )
 
 

@@ -27,7 +27,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import tempfile
@@ -42,7 +41,16 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
-from models.anomaly import DETECTOR_NAMES, AnomalyModel
+from models.anomaly import AnomalyModel
+from models.bundle_checks import (
+    BundleError,
+    fail,
+    finite,
+    int_in,
+    validate_anomaly_meta,
+    validate_tabular_meta,
+    validate_transformer_config,
+)
 from models.constants import (
     ANOMALY_DIM,
     ANOMALY_FEATURE_VERSION,
@@ -51,13 +59,11 @@ from models.constants import (
     DEFAULT_WAV2VEC2_ID,
     FACE_DIM,
     FACE_FEATURE_VERSION,
-    NUM_CLASSES,
     SEQ_LEN,
     TABULAR_DIM,
     TABULAR_FEATURE_VERSION,
 )
 from models.extractors import REFERENCE_AUDIO, REFERENCE_FACE, ExtractorError, ExtractorSpec, check_spec
-from models.forest import MAX_TREES
 from models.sequence import NormStats
 from models.tabular import TabularModel
 from models.transformer import TransformerConfig
@@ -83,13 +89,8 @@ MANIFEST_HASH = "manifest_sha256"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_TEMPERATURE = 100.0
 WEIGHT_SUM_TOLERANCE = 1e-6
-MAX_BOOSTED_ROUNDS = 100_000
 _BUNDLE_ID = re.compile(r"hb-(untrained-)?[0-9a-f]{12}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class BundleError(ValueError):
-    """A bundle could not be used; the message names the file and what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -340,25 +341,13 @@ def check_manifest_hash(mpath: Path, manifest: dict[str, Any]) -> bool:
     return True
 
 
-def _fail(mpath: Path, message: str) -> BundleError:
-    return BundleError(f"{mpath}: {message}")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _int_in(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
 def check_ensemble(ens: EnsembleParams, where: str) -> None:
     """Temperature finite in (0, 100]; weights finite in [0, 1] summing to 1 (within 1e-6)."""
     t, wm, wx = ens.temperature, ens.w_modal, ens.w_xgb
-    if not (_finite(t) and 0.0 < t <= MAX_TEMPERATURE):
+    if not (finite(t) and 0.0 < t <= MAX_TEMPERATURE):
         raise BundleError(f"{where}: ensemble temperature {t!r} outside (0, {MAX_TEMPERATURE}]")
     for name, w in (("w_modal", wm), ("w_xgb", wx)):
-        if not (_finite(w) and 0.0 <= w <= 1.0):
+        if not (finite(w) and 0.0 <= w <= 1.0):
             raise BundleError(f"{where}: ensemble {name} {w!r} outside [0, 1]")
     if abs(wm + wx - 1.0) > WEIGHT_SUM_TOLERANCE:
         raise BundleError(f"{where}: ensemble weights sum to {wm + wx!r}, expected 1")
@@ -372,10 +361,10 @@ def validate_manifest(mpath: Path, manifest: dict[str, Any]) -> TransformerConfi
     """
     trained = manifest.get("trained", False)
     if not isinstance(trained, bool):
-        raise _fail(mpath, f"'trained' must be true or false, got {trained!r}")
+        raise fail(mpath, f"'trained' must be true or false, got {trained!r}")
     files = manifest.get("files")
     if not isinstance(files, dict):
-        raise _fail(mpath, "'files' must map each bundle file to its sha256 and size")
+        raise fail(mpath, "'files' must map each bundle file to its sha256 and size")
     for name in FILES.values():
         entry = files.get(name)
         if (
@@ -383,89 +372,39 @@ def validate_manifest(mpath: Path, manifest: dict[str, Any]) -> TransformerConfi
             or not isinstance(entry.get("sha256"), str)
             or not _SHA256.fullmatch(entry["sha256"])
         ):
-            raise _fail(mpath, f"files.{name} must record a sha256 (64 hex digits)")
-        if "bytes" in entry and not _int_in(entry["bytes"], 0, 1 << 40):
-            raise _fail(mpath, f"files.{name}.bytes must be a size in bytes, got {entry['bytes']!r}")
+            raise fail(mpath, f"files.{name} must record a sha256 (64 hex digits)")
+        if "bytes" in entry and not int_in(entry["bytes"], 0, 1 << 40):
+            raise fail(mpath, f"files.{name}.bytes must be a size in bytes, got {entry['bytes']!r}")
     bundle_id = manifest.get("bundle_id")
     if not isinstance(bundle_id, str) or not _BUNDLE_ID.fullmatch(bundle_id):
-        raise _fail(mpath, f"bundle_id {bundle_id!r} is not a reference bundle id")
+        raise fail(mpath, f"bundle_id {bundle_id!r} is not a reference bundle id")
     expected_id = files_bundle_id(files, trained)
     if bundle_id != expected_id:
-        raise _fail(
+        raise fail(
             mpath,
             f"bundle_id {bundle_id!r} does not match the files and trained={trained} (expected {expected_id!r}); "
             "the manifest was edited",
         )
     for key in ("provenance", "audio_model"):
         if not isinstance(manifest.get(key, {}), dict):
-            raise _fail(mpath, f"{key!r} must be an object")
+            raise fail(mpath, f"{key!r} must be an object")
     audio_model = manifest.get("audio_model", {})
     if "hidden_size" in audio_model and audio_model["hidden_size"] != AUDIO_DIM:
-        raise _fail(mpath, f"audio_model.hidden_size {audio_model['hidden_size']!r}, this build needs {AUDIO_DIM}")
-    if "window_s" in audio_model and not (_finite(audio_model["window_s"]) and 0 < audio_model["window_s"] <= 60):
-        raise _fail(mpath, f"audio_model.window_s {audio_model['window_s']!r} outside (0, 60]")
+        raise fail(mpath, f"audio_model.hidden_size {audio_model['hidden_size']!r}, this build needs {AUDIO_DIM}")
+    if "window_s" in audio_model and not (finite(audio_model["window_s"]) and 0 < audio_model["window_s"] <= 60):
+        raise fail(mpath, f"audio_model.window_s {audio_model['window_s']!r} outside (0, 60]")
     if "source" in audio_model and not isinstance(audio_model["source"], str):
-        raise _fail(mpath, "audio_model.source must be a string")
+        raise fail(mpath, "audio_model.source must be a string")
     if manifest.get("feature_versions", {}).get("face", FACE_FEATURE_VERSION) != FACE_FEATURE_VERSION:
-        raise _fail(mpath, f"face feature version {manifest['feature_versions']['face']!r} unsupported")
+        raise fail(mpath, f"face feature version {manifest['feature_versions']['face']!r} unsupported")
     ens = manifest.get("ensemble")
     if not isinstance(ens, dict) or any(k not in ens for k in ("temperature", "w_modal", "w_xgb")):
-        raise _fail(mpath, "'ensemble' must hold temperature, w_modal and w_xgb")
+        raise fail(mpath, "'ensemble' must hold temperature, w_modal and w_xgb")
     check_ensemble(EnsembleParams(ens["temperature"], ens["w_modal"], ens["w_xgb"]), str(mpath))
-    cfg = _validate_transformer_config(mpath, manifest.get("transformer"))
-    _validate_tabular_meta(mpath, manifest.get("tabular"))
-    _validate_anomaly_meta(mpath, manifest.get("anomaly"))
+    cfg = validate_transformer_config(mpath, manifest.get("transformer"))
+    validate_tabular_meta(mpath, manifest.get("tabular"))
+    validate_anomaly_meta(mpath, manifest.get("anomaly"))
     return cfg
-
-
-def _validate_transformer_config(mpath: Path, section: Any) -> TransformerConfig:
-    if not isinstance(section, dict) or not isinstance(section.get("config"), dict):
-        raise _fail(mpath, "'transformer.config' must be an object")
-    try:
-        cfg = TransformerConfig.from_dict(section["config"])
-        cfg.check_limits()
-    except (TypeError, ValueError) as exc:
-        raise _fail(mpath, f"transformer config: {exc}") from exc
-    for name, need in (("face_dim", FACE_DIM), ("audio_dim", AUDIO_DIM), ("num_classes", NUM_CLASSES)):
-        if getattr(cfg, name) != need:
-            raise _fail(mpath, f"transformer config {name} {getattr(cfg, name)}, this build needs {need}")
-    if cfg.max_len < SEQ_LEN:
-        raise _fail(mpath, f"transformer config max_len {cfg.max_len} is shorter than the sequence ({SEQ_LEN})")
-    return cfg
-
-
-def _validate_tabular_meta(mpath: Path, meta: Any) -> None:
-    if not isinstance(meta, dict):
-        raise _fail(mpath, "'tabular' must be an object")
-    if not _int_in(meta.get("pca_components"), 1, TABULAR_DIM):
-        raise _fail(mpath, f"tabular.pca_components {meta.get('pca_components')!r} outside [1, {TABULAR_DIM}]")
-    rounds = meta.get("num_boosted_rounds", MAX_BOOSTED_ROUNDS)
-    if not _int_in(rounds, 1, MAX_BOOSTED_ROUNDS):
-        raise _fail(mpath, f"tabular.num_boosted_rounds {rounds!r} outside [1, {MAX_BOOSTED_ROUNDS}]")
-    if not _int_in(meta.get("n_iterations"), 1, rounds):
-        raise _fail(mpath, f"tabular.n_iterations {meta.get('n_iterations')!r} outside [1, {rounds}]")
-    if meta.get("num_classes", NUM_CLASSES) != NUM_CLASSES:
-        raise _fail(mpath, f"tabular.num_classes {meta.get('num_classes')!r}, this build needs {NUM_CLASSES}")
-    if meta.get("tabular_dim", TABULAR_DIM) != TABULAR_DIM:
-        raise _fail(mpath, f"tabular.tabular_dim {meta.get('tabular_dim')!r}, this build needs {TABULAR_DIM}")
-
-
-def _validate_anomaly_meta(mpath: Path, meta: Any) -> None:
-    if not isinstance(meta, dict) or not isinstance(meta.get("detectors"), dict) or not meta["detectors"]:
-        raise _fail(mpath, "'anomaly.detectors' must name at least one detector")
-    if meta.get("anomaly_dim", ANOMALY_DIM) != ANOMALY_DIM:
-        raise _fail(mpath, f"anomaly.anomaly_dim {meta.get('anomaly_dim')!r}, this build needs {ANOMALY_DIM}")
-    for name, det in meta["detectors"].items():
-        where = f"anomaly.detectors.{name}"
-        if name not in DETECTOR_NAMES or not isinstance(det, dict) or det.get("name") != name:
-            raise _fail(mpath, f"{where}: unknown detector or name mismatch (known: {list(DETECTOR_NAMES)})")
-        if not _finite(det.get("threshold")):
-            raise _fail(mpath, f"{where}.threshold {det.get('threshold')!r} is not a finite number")
-        n_components = det.get("n_components")
-        if n_components is not None and not _int_in(n_components, 1, ANOMALY_DIM):
-            raise _fail(mpath, f"{where}.n_components {n_components!r} outside [1, {ANOMALY_DIM}] (or null)")
-        if "n_trees" in det and not _int_in(det["n_trees"], 1, MAX_TREES):
-            raise _fail(mpath, f"{where}.n_trees {det['n_trees']!r} outside [1, {MAX_TREES}]")
 
 
 def _check_dims(root: Path, manifest: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Dimensions, class order and reference constants shared by every model component.
 
-These are the values of the reference system (spec sections 2.4 and 3); keeping them in one
+These are the values of the reference system (docs/engine.md and docs/models.md); keeping them in one
 module means a bundle, a feature builder and the engine can never disagree about a shape.
 """
 

@@ -1,4 +1,4 @@
-"""Face embedding: MediaPipe FaceLandmarker → 326 floats per frame (spec §3.2).
+"""Face embedding: MediaPipe FaceLandmarker → 326 floats per frame (docs/features.md, "Face: 326 floats per frame").
 
 Layout: ``[0:272]`` 136 selected landmarks as interleaved (x, y), translated to the nose tip
 (mesh 1), rotated so the eye line (mesh 33 → 263) is horizontal and divided by the face width
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import numpy as np
 
@@ -169,13 +169,11 @@ def _create_landmarker(asset_path: Path) -> FaceLandmarker:
     return vision.FaceLandmarker.create_from_options(options)
 
 
-class FaceFeatureExtractor:
-    """One MediaPipe FaceLandmarker plus the §3.2 post-processing.
+class LandmarkerHolder:
+    """Owns one MediaPipe FaceLandmarker: created with the original's options, closed once.
 
-    **Not thread-safe, by design**: a MediaPipe task graph must not be driven from two threads at
-    once, so create one instance per face-executor thread (see :func:`thread_local_extractor`).
-    IMAGE mode is used (as in the original) so that every frame is independent: there is no
-    tracking state to reset when frames are dropped or participants change.
+    Closing is idempotent and also happens at interpreter exit for instances nobody closed (e.g.
+    thread-local ones), before MediaPipe's own teardown. Both face extractors build on it.
     """
 
     def __init__(self, asset_path: Path | str | None = None) -> None:
@@ -184,24 +182,10 @@ class FaceFeatureExtractor:
         self.stats: dict[str, int] = {"frames": 0, "faces": 0, "no_face": 0, "bad_input": 0}
         _LIVE_EXTRACTORS.add(self)
 
-    def extract(self, rgb: np.ndarray) -> FaceResult:
-        """Embed one RGB uint8 frame; invalid input yields reason ``"bad_input"`` instead of raising."""
+    def _live_landmarker(self) -> FaceLandmarker:
         if self._landmarker is None:
-            raise RuntimeError("FaceFeatureExtractor is closed")
-        self.stats["frames"] += 1
-        problem = validate_rgb(rgb)
-        if problem is not None:
-            self.stats["bad_input"] += 1
-            return FaceResult(None, "bad_input", problem)
-        import mediapipe as mp
-
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        result = self._landmarker.detect(image)
-        if not result.face_landmarks:
-            self.stats["no_face"] += 1
-            return FaceResult(None, "no_face", "MediaPipe found no face")
-        self.stats["faces"] += 1
-        return FaceResult(_vector_from_result(result))
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        return self._landmarker
 
     def close(self) -> None:
         """Release the MediaPipe graph; idempotent and safe to call at interpreter exit."""
@@ -211,7 +195,7 @@ class FaceFeatureExtractor:
         _LIVE_EXTRACTORS.discard(self)
         close_landmarker(landmarker)
 
-    def __enter__(self) -> FaceFeatureExtractor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -221,6 +205,34 @@ class FaceFeatureExtractor:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class FaceFeatureExtractor(LandmarkerHolder):
+    """One MediaPipe FaceLandmarker plus the post-processing of docs/features.md, "Face: 326 floats per frame".
+
+    **Not thread-safe, by design**: a MediaPipe task graph must not be driven from two threads at
+    once, so create one instance per face-executor thread (see :func:`thread_local_extractor`).
+    IMAGE mode is used (as in the original) so that every frame is independent: there is no
+    tracking state to reset when frames are dropped or participants change.
+    """
+
+    def extract(self, rgb: np.ndarray) -> FaceResult:
+        """Embed one RGB uint8 frame; invalid input yields reason ``"bad_input"`` instead of raising."""
+        landmarker = self._live_landmarker()
+        self.stats["frames"] += 1
+        problem = validate_rgb(rgb)
+        if problem is not None:
+            self.stats["bad_input"] += 1
+            return FaceResult(None, "bad_input", problem)
+        import mediapipe as mp
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        result = landmarker.detect(image)
+        if not result.face_landmarks:
+            self.stats["no_face"] += 1
+            return FaceResult(None, "no_face", "MediaPipe found no face")
+        self.stats["faces"] += 1
+        return FaceResult(_vector_from_result(result))
 
 
 def close_landmarker(landmarker: FaceLandmarker) -> None:
@@ -249,7 +261,7 @@ def _vector_from_result(result: Any) -> np.ndarray:
 
 
 _THREAD_STATE = threading.local()
-_LIVE_EXTRACTORS: weakref.WeakSet[FaceFeatureExtractor] = weakref.WeakSet()
+_LIVE_EXTRACTORS: weakref.WeakSet[LandmarkerHolder] = weakref.WeakSet()
 
 
 @atexit.register

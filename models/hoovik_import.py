@@ -1,6 +1,7 @@
 """Convert the original system's artefact directory into a model bundle.
 
-The original's layout (spec 3.11): ``models/modal/best_modal.pt`` (a torch state dict),
+The original's layout (docs/models.md, "Importing the original's artefacts"): ``models/modal/best_modal.pt`` (a
+torch state dict),
 ``models/xgb/{pca,xgb_model}.joblib`` + ``col_medians.npy``, ``models/anomaly/iso_*.joblib``,
 ``models/ensemble/weights.json`` and ``extracted_dataset/norm_stats.npz``. Its joblib files are
 pickles; they are read only through the restricted unpickler in :mod:`models.hoovik_pickles`, and

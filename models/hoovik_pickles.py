@@ -4,7 +4,7 @@ Hoovik ships its PCA, XGBoost and anomaly models as joblib pickles. ``joblib.loa
 whatever a tampered file asks for, so this module unpickles them with a restricted unpickler: a
 subclass of joblib's own ``NumpyUnpickler`` (so joblib's array storage, ``NumpyArrayWrapper``, reads
 exactly as joblib reads it) whose ``find_class`` admits only the globals those files are known to
-reference (golden README §2 "joblib pickles", ``pickle_inventory.json``). Any other global, e.g.
+reference (docs/models.md, "Safe artefacts"; ``pickle_inventory.json``). Any other global, e.g.
 ``os.system``, raises :class:`UnsafePickleError` *before* it is looked up, so nothing runs.
 
 Allow-listed classes can still be handed corrupt data. scikit-learn's ``Tree`` is Cython that

@@ -1,4 +1,5 @@
-"""Rolling per-participant embedding sequences and their normalisation into predictor inputs (spec 3.4).
+"""Rolling per-participant embedding sequences and their normalisation into predictor inputs (docs/training.md,
+"Dataset file").
 
 The predictor sees fixed (10, dim) windows in z-normalised space with a 0/1 mask per frame. This
 module turns the most recent raw embeddings of each modality into exactly the arrays the reference

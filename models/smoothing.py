@@ -1,4 +1,4 @@
-"""Per-participant EMA smoothing of the ensemble probabilities, with the neutral fallback (spec 3.10 §6).
+"""Per-participant EMA smoothing of the ensemble probabilities, with the neutral fallback (docs/results.md, "Shape").
 
 s = alpha·p + (1 − alpha)·prev, renormalised by (Σs + 1e-9); the label is argmax s (first maximum
 wins, as Python's ``max`` over the class-ordered dict did), its score is s[label], and a score below
@@ -8,7 +8,8 @@ When is the history dropped? Two policies:
 
 * ``"periodic"`` reproduces the reference exactly. Its reset clock only moves when a reset fires,
   so the history is thrown away every time more than ``ttl`` seconds have passed since the previous
-  *reset*, even while results arrive steadily every 0.3 s (spec 2.7). That makes the smoothed label
+  *reset*, even while results arrive steadily every 0.3 s (docs/results.md, "Differences from the original, on
+  purpose"). That makes the smoothed label
   jump back to the raw prediction every ~2 s. Use it to compare against the original.
 * ``"inactivity"`` (the default) is the fix the TTL was evidently meant to be: the history expires
   only when more than ``ttl`` seconds passed since the last *update*, i.e. after the participant

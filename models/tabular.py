@@ -1,6 +1,6 @@
 """The tabular (XGBoost) branch: the 8,149-d feature vector and the median-fill → PCA → booster model.
 
-Feature layout (spec 3.5, the original's ``train_xgb.build_features``), computed on the *normalised*
+Feature layout (docs/training.md, "XGBoost", the original's ``train_xgb.build_features``), computed on the *normalised*
 sequences, "valid" meaning mask == 1:
 
 ======  =====  ==============================================================================
@@ -54,7 +54,7 @@ __all__ = [
     "iter_valid_groups",
 ]
 
-# Face-vector layout (spec 3.2): landmarks, 51 ARKit blendshapes, pose.
+# Face-vector layout (docs/features.md, "Face: 326 floats per frame"): landmarks, 51 ARKit blendshapes, pose.
 LANDMARK_END = 272
 BLENDSHAPE_START = 272
 POSE_START = 323

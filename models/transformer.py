@@ -1,4 +1,5 @@
-"""The reference system's two-stream EmotionTransformer (spec 3.7), weight-compatible with its checkpoints.
+"""The reference system's two-stream EmotionTransformer (docs/models.md, "The predictor"), weight-compatible with
+its checkpoints.
 
 Submodule and parameter names are chosen so that a ``best_modal.pt`` saved by the reference training
 script (``torch.save(model.state_dict())``: a flat ``OrderedDict`` of 148 float32 tensors) loads with
@@ -64,7 +65,8 @@ CONFIG_LIMITS: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Architecture hyper-parameters; the defaults are the reference production values (spec 3.7).
+    """Architecture hyper-parameters; the defaults are the reference production values (docs/models.md, "The
+    predictor").
 
     ``d_model``, ``nhead`` and ``dim_feedforward`` are totals across the two streams: each stream
     gets half of each (128 wide, 4 heads, 384 feed-forward), as in the original.
@@ -228,7 +230,7 @@ class MaskedAttentionPooling(nn.Module):
 
 
 class EmotionTransformer(nn.Module):
-    """Face + audio sequence classifier (spec 3.7).
+    """Face + audio sequence classifier (docs/models.md, "The predictor").
 
     ``forward(face (B,T,face_dim), audio (B,T,audio_dim), face_mask (B,T), audio_mask (B,T))`` returns
     ``(fusion_logits, face_logits, audio_logits, face_pool, audio_pool, z)``; serving uses only the

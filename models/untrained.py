@@ -52,7 +52,8 @@ class _Sizes:
 
 
 # "demo" keeps the offline demo quick to build; "production" has the original's serving cost
-# (spec 3.5/3.6): 3150 rounds x 6 classes of depth-5 trees = 18,900 trees, PCA 512 before XGBoost,
+# (docs/training.md, "XGBoost" and "Anomaly detectors"): 3150 rounds x 6 classes of depth-5 trees = 18,900 trees,
+# PCA 512 before XGBoost,
 # IsolationForests of 200 trees behind PCA 256 / 384 / 64 / 256. Benchmarks need the latter:
 # XGBoost and the forests dominate the predictor's cost, and the demo sizes hide that.
 _SIZES: dict[str, _Sizes] = {

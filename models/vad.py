@@ -3,14 +3,14 @@
 Why: Wav2Vec2 is the most expensive model the bot runs (production size ~70-115 ms per 0.6 s
 window on one CPU core), and most meeting participants are silent most of the time. A window
 without speech makes no audio embedding, so a silent participant's audio modality goes stale
-exactly like a dropped stream (``bot.profiles.audio_live``) and its results fall back to
+exactly like a dropped stream (``bot.pipeline.freshness.audio_max_age``) and its results fall back to
 ``video_only``, which is also what the emotion models were trained to expect from a face alone.
 
-How: the audio stage (``bot.stages.audio_stage``) asks a :class:`SpeechDetector` for the speech
+How: the audio stage (``bot.pipeline.stages.audio_stage``) asks a :class:`SpeechDetector` for the speech
 probability of every pending 16 kHz window (0.6 s for the reference family, the bundle's declared
 window otherwise) before it embeds the batch. Training (``models.starter.audio_train``) gates its
 windows with this same class, so a model only ever learns from windows the live bot would embed;
-that is why it lives in ``models`` (which must not import ``bot``) and ``bot.vad`` re-exports it.
+that is why it lives in ``models`` (which must not import ``bot``); the bot imports it from here.
 The probability of a window is the maximum of Silero's per-32 ms-chunk probabilities (any speech in
 the window counts), with the model's recurrent state reset for every window, so a window's verdict depends
 on that window alone (deterministic, and independent of which thread saw the previous window).

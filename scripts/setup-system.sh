@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # System packages the tests need: Debian's Chromium + ChromeDriver (browser tests), iproute2
-# (network namespaces for the browser tests). Installed only when missing; needs root or sudo.
+# (network namespaces for the browser tests), redis-server (tests/bot/cluster start their own on a
+# free port). Installed only when missing; needs root or sudo.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -155,8 +155,8 @@ class SessionClosed(ConnectionError):
 class EventQueue:
     """The one event stream every session implementation shares (native, reconnecting, Hoovik).
 
-    Subclasses put events on ``_queue`` and, when the session ends, set ``_final`` (the
-    :class:`Disconnected`) and ``_final_pending``; ``events()`` then drains what is queued first.
+    Subclasses put events on ``_queue`` and end the stream with :meth:`_finish`; ``events()`` then
+    drains what is queued first.
     """
 
     _queue: asyncio.Queue[Event]
@@ -175,6 +175,16 @@ class EventQueue:
             yield event
             if isinstance(event, Disconnected):
                 return
+
+    def _finish(self, reason: str) -> None:
+        """End the stream with ``Disconnected(reason)``, once; what is queued is delivered first."""
+        if self._final is not None:
+            return
+        self._final = Disconnected(reason)
+        try:
+            self._queue.put_nowait(self._final)
+        except asyncio.QueueFull:
+            self._final_pending = True
 
 
 # Join refusals that retrying cannot cure: a bad token or an identity the server will not give.

@@ -1,4 +1,4 @@
-"""Hoovik's meeting signaling (spec section 1) behind :class:`signaling.base.SignalingSession`.
+"""Hoovik's meeting signaling (docs/hoovik.md) behind :class:`signaling.base.SignalingSession`.
 
 Hoovik meetings are a full mesh relayed by a Socket.IO backend: every browser opens one
 ``RTCPeerConnection`` per remote participant and the backend only relays ``signal(targetId,
@@ -8,34 +8,21 @@ more (track-less) participant without any change to Hoovik:
 * It joins with ``join-call(code, meta)`` where ``meta = {name, userId, bot: true, muted: true,
   video: false}``, and keeps :attr:`HoovikSession.peers` from ``existing-participants``,
   ``user-joined``, ``participants-updated``, ``participant-meta-updated`` and ``user-left``.
-* Identity: signals are addressed to Socket.IO ids, so ``PeerJoined.peer_id`` is the socket id; the
+* Identity: ``PeerJoined.peer_id`` is the Socket.IO id (signals are addressed to sockets); the
   participant's ``meta.userId`` (what Hoovik's host UI keys emotions by) travels as
-  ``PeerJoined.user_id`` so that results can be reported under it.
-* Mute state (``update-participant-state {peerId, muted}``) becomes :class:`MediaState`. Camera state
-  never reaches other clients through Hoovik, so peers are always reported ``camera=True`` unless
-  their join meta says ``video: false``; the engine's freshness rule (no fresh frame with a face →
-  no face modality) is what notices a camera that is off (Hoovik then sends a 16x12 black frame at
-  1 fps).
-* Signals are JSON *strings* (``{"description": {type, sdp}}`` or ``{"candidate": {...}}``), both
-  ways, because the browser ``JSON.parse``-s them.
-* A participant that reconnects under the same ``userId`` gets a new socket id and the backend
-  disconnects the old socket *without* ``user-left``; the adapter therefore treats a second socket
-  with a known ``userId`` as replacing the first (``PeerLeft`` for the old id).
-* After a backend restart the adapter reconnects with exponential backoff (jitter, capped; it gives
-  up after ``give_up_s`` without a connection: ``Disconnected("unreachable")``) and joins again
-  under the *same* ``userId``, which makes the backend replace (not duplicate) the bot's entry: no
-  ghost bot stays in the meeting. Peers that ``existing-participants`` still lists are *kept*, with
-  their peer connections: the stock frontend never emits ``join-call`` again after its socket
-  reconnects and never re-offers, so its connection to the bot — which does not need the backend
-  once up — is the only way its media keeps arriving. Only peers the list no longer has are dropped
-  (``PeerLeft``). A browser that does rejoin shows up under a new socket id with its known
-  ``userId`` and replaces its old entry as usual.
-* Being disconnected by a Socket.IO ``disconnect`` packet means another socket joined with our
-  ``userId`` (Hoovik's replacement): the session ends with ``Disconnected("replaced")`` instead of
-  fighting over the identity.
+  ``PeerJoined.user_id``. Mute state, camera state and replacement by ``userId`` follow the rules
+  in :mod:`signaling.hoovik_roster`; signals are JSON strings (:mod:`signaling.hoovik_protocol`).
+* After a backend restart it reconnects with exponential backoff (jitter, capped; it gives up after
+  ``give_up_s``: ``Disconnected("unreachable")``) and joins again under the *same* ``userId``, so the
+  backend replaces (not duplicates) the bot's entry. Peers ``existing-participants`` still lists are
+  *kept* with their peer connections (a stock frontend never rejoins or re-offers after its socket
+  reconnects, and its connection to the bot does not need the backend once up); only peers the list
+  no longer has are dropped (``PeerLeft``).
+* A Socket.IO ``disconnect`` packet means another socket joined with our ``userId`` (Hoovik's
+  replacement): the session ends with ``Disconnected("replaced")``, not a fight over the identity.
 
-python-socketio pitfalls handled here (spec 1.6): multiple event arguments go as a *tuple* (a list
-is one array argument and the join would fail as an invalid code), and our socket id is
+python-socketio pitfalls handled here: multiple event arguments go as a *tuple* (a list is one
+array argument and the join would fail as an invalid code), and our socket id is
 ``client.get_sid()``, not ``client.sid`` (the Engine.IO id).
 """
 
@@ -46,11 +33,9 @@ import contextlib
 import json
 import logging
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
 import socketio
@@ -60,125 +45,41 @@ from signaling.base import (
     Event,
     EventQueue,
     JoinRejected,
-    MediaState,
     PeerInfo,
-    PeerJoined,
-    PeerLeft,
-    RemoteAnswer,
-    RemoteCandidate,
-    RemoteOffer,
-    Role,
     SessionClosed,
     SignalingError,
 )
+from signaling.hoovik_protocol import (
+    JOIN_ERROR_CODES,
+    MAX_SIGNAL_CHARS,
+    MEETING_CODE_RE,
+    MIRROR_META_KEY,
+    RETRYABLE_JOIN_CODES,
+    HoovikOptions,
+    encode_candidate,
+    encode_description,
+    join_error_code,
+    normalize_meeting_code,
+    parse_signal,
+)
+from signaling.hoovik_roster import HoovikRoster
+
+__all__ = [
+    "JOIN_ERROR_CODES",
+    "MAX_SIGNAL_CHARS",
+    "MEETING_CODE_RE",
+    "MIRROR_META_KEY",
+    "RETRYABLE_JOIN_CODES",
+    "HoovikOptions",
+    "HoovikSession",
+    "encode_candidate",
+    "encode_description",
+    "join_error_code",
+    "normalize_meeting_code",
+    "parse_signal",
+]
 
 log = logging.getLogger(__name__)
-
-MEETING_CODE_RE = re.compile(r"^[A-Z0-9-]{3,32}$")
-
-# The backend's error strings (spec 1.3) and the short codes the bot reports them under.
-JOIN_ERROR_CODES: dict[str, str] = {
-    "Invalid meeting code": "invalid_code",
-    "Room does not exist. Please create it first.": "room_not_found",
-    "Room is full": "room_full",
-    "Meeting service temporarily unavailable. Please try again.": "unavailable",
-    "Failed to join call": "join_failed",
-}
-# Join failures worth retrying during a reconnect (a backend that is still starting up answers
-# "temporarily unavailable"); the others will not change by waiting.
-RETRYABLE_JOIN_CODES = frozenset({"unavailable", "join_failed", "timeout", "connect_failed", "disconnected"})
-
-MAX_SIGNAL_CHARS = 1_000_000
-"""Signals larger than this are dropped before parsing; a real SDP is a few kilobytes."""
-
-MIRROR_META_KEY = "emotions"
-"""The bot's own ``meta`` key that ``update-meta`` mirroring writes (``{userId: latest result}``)."""
-
-
-def normalize_meeting_code(code: str) -> str:
-    """Trim and upper-case like the backend does; raise :class:`JoinRejected` when it cannot be valid."""
-    normalized = code.strip().upper()
-    if not MEETING_CODE_RE.match(normalized):
-        raise JoinRejected("invalid_code", "Invalid meeting code")
-    return normalized
-
-
-def join_error_code(message: str) -> str:
-    """The short code for one of the backend's ``error`` strings (``server_error`` for others)."""
-    return JOIN_ERROR_CODES.get(message.strip(), "server_error")
-
-
-def encode_description(kind: str, sdp: str) -> str:
-    """A session description as the JSON string the browser's ``handleSignal`` parses."""
-    return json.dumps({"description": {"type": kind, "sdp": sdp}}, separators=(",", ":"))
-
-
-def encode_candidate(candidate: Mapping[str, Any]) -> str:
-    """A candidate in ``RTCIceCandidate.toJSON()`` shape as the JSON string browsers send."""
-    return json.dumps({"candidate": dict(candidate)}, separators=(",", ":"))
-
-
-def parse_signal(from_id: str, message: Any) -> Event | None:
-    """One relayed ``signal`` message → an event; ``None`` for what the bot does not act on.
-
-    Raises ``ValueError`` on a message that is not a signal at all. Browsers send JSON strings; a
-    decoded object is accepted too, so that a client that skips ``JSON.stringify`` still works.
-    """
-    if isinstance(message, str):
-        if len(message) > MAX_SIGNAL_CHARS:
-            raise ValueError(f"signal larger than {MAX_SIGNAL_CHARS} characters")
-        try:
-            message = json.loads(message)
-        except ValueError as exc:
-            raise ValueError(f"signal is not JSON: {exc}") from exc
-    if not isinstance(message, dict):
-        raise ValueError("signal is not an object")
-    if "description" in message:
-        desc = message["description"]
-        if not isinstance(desc, dict) or not isinstance(desc.get("sdp", ""), str):
-            raise ValueError("description must be {type, sdp}")
-        kind, sdp = desc.get("type"), desc.get("sdp") or ""
-        if kind == "offer":
-            return RemoteOffer(from_id, sdp)
-        if kind == "answer":
-            return RemoteAnswer(from_id, sdp)
-        return None  # rollback / pranswer: nothing for an answer-only peer to do
-    if "candidate" in message:
-        cand = message["candidate"]
-        if cand is None:
-            return RemoteCandidate(from_id, None)
-        if not isinstance(cand, dict):
-            raise ValueError("candidate must be an object")
-        line = cand.get("candidate")
-        if line is not None and not isinstance(line, str):
-            raise ValueError("candidate.candidate must be a string")
-        return RemoteCandidate(from_id, None if not line else dict(cand))
-    raise ValueError("signal has neither description nor candidate")
-
-
-@dataclass(frozen=True)
-class HoovikOptions:
-    """How the bot appears in, and stays in, a Hoovik meeting."""
-
-    user_id: str = "hoovik-bot"
-    name: str = "Hoovik Bot"
-    socketio_path: str = "socket.io"
-    transports: tuple[str, ...] = ("websocket",)
-    join_timeout_s: float = 10.0
-    reconnect: bool = True
-    reconnect_delay_s: float = 1.0
-    reconnect_delay_max_s: float = 30.0
-    give_up_s: float | None = 300.0
-    """End the session with ``Disconnected("unreachable")`` after this long without rejoining
-    (``None``: keep trying forever)."""
-    mirror_results: bool = False
-    """Write each participant's latest result into the bot's meta (``update-meta``); off by default
-    because every update is broadcast to the whole room (``participant-meta-updated`` plus a debounced
-    ``participants-updated`` carrying every member's meta) and persisted in Mongo and Redis."""
-    mirror_interval_s: float = 1.0
-    queue_size: int = 4096
-    auth: Mapping[str, Any] | None = None
-    headers: Mapping[str, str] | None = None
 
 
 class _Client(socketio.AsyncClient):
@@ -196,7 +97,7 @@ class _Client(socketio.AsyncClient):
         await super()._handle_disconnect(namespace)
 
 
-class HoovikSession(EventQueue):
+class HoovikSession(HoovikRoster, EventQueue):
     """One bot membership of one Hoovik meeting; survives backend restarts by rejoining.
 
     Socket.IO handlers only update state and queue events (they never await), so events keep the
@@ -382,7 +283,7 @@ class HoovikSession(EventQueue):
                 )
         except (socketio.exceptions.ConnectionError, TimeoutError) as exc:
             raise JoinRejected("connect_failed", str(exc) or "could not connect in time") from exc
-        # A tuple: two arguments. A list would arrive as one array argument (spec 1.6).
+        # A tuple: two arguments. A list would arrive as one array argument (see the module docstring).
         await client.emit("join-call", (self.code, self._meta()))
         try:
             async with asyncio.timeout(opts.join_timeout_s):
@@ -506,38 +407,8 @@ class HoovikSession(EventQueue):
     def _on_user_joined(self, entry: Any = None, *_: Any) -> None:
         self._upsert(entry)
 
-    def _on_participants_updated(self, entries: Any = None, *_: Any) -> None:
-        """The whole room. Unknown members are added; a known member missing from two consecutive
-        snapshots is dropped (one miss can be a snapshot read just before a join landed)."""
-        if not isinstance(entries, list):
-            return
-        seen: set[str] = set()
-        for entry in entries:
-            sid = self._upsert(entry)
-            if sid is not None:
-                seen.add(sid)
-        for sid in list(self._peers):
-            if sid in seen:
-                self._missing.pop(sid, None)
-                continue
-            misses = self._missing.get(sid, 0) + 1
-            if misses >= 2:
-                self._count("peers_dropped_by_snapshot")
-                self._remove_peer(sid)
-            else:
-                self._missing[sid] = misses
-
     def _on_meta_updated(self, entry: Any = None, *_: Any) -> None:
         self._upsert(entry)
-
-    def _on_participant_state(self, data: Any = None, *_: Any) -> None:
-        if not isinstance(data, dict):
-            return
-        sid = data.get("peerId")
-        peer = self._peers.get(sid) if isinstance(sid, str) else None
-        if peer is None:
-            return
-        self._set_mic(peer, data.get("muted") is not True)
 
     def _on_user_left(self, sid: Any = None, *_: Any) -> None:
         if isinstance(sid, dict):  # tolerate {id} although the backend sends the bare id
@@ -575,55 +446,11 @@ class HoovikSession(EventQueue):
             log.info("Hoovik connection lost (%s)", reason)
             self._lost.set()
 
-    # -- peer bookkeeping ------------------------------------------------------------------------
+    # -- peer bookkeeping (HoovikRoster's hooks) --------------------------------------------------
 
-    def _upsert(self, entry: Any) -> str | None:
-        """Add or update one ``{id, meta}`` entry; return its socket id if it is a peer of ours."""
-        if not isinstance(entry, dict):
-            return None
-        sid = entry.get("id")
-        meta = entry.get("meta")
-        meta = meta if isinstance(meta, dict) else {}
-        if not isinstance(sid, str) or not sid or sid == self._sid:
-            return None
-        uid = str(meta.get("userId") or sid)
-        if uid == self.options.user_id:
-            return None  # our own entry from before a reconnect: never a peer
-        name = str(meta.get("name") or "Guest")[:200]
-        known = self._peers.get(sid)
-        if known is None:
-            # Same userId under a new socket: the backend dropped the old socket without user-left.
-            for other_sid, other in list(self._peers.items()):
-                if other.user_id == uid:
-                    self._count("peers_replaced")
-                    self._remove_peer(other_sid)
-            role: Role = "bot" if meta.get("bot") else "participant"
-            mic = meta.get("muted") is not True
-            camera = meta.get("video") is not False
-            info = PeerInfo(sid, name, role, mic, camera, uid)
-            self._peers[sid] = info
-            self._put(PeerJoined(sid, name, role, mic, camera, uid))
-            return sid
-        if name != known.name:
-            known = self._peers[sid] = replace(known, name=name)
-        if "muted" in meta:
-            self._set_mic(known, meta.get("muted") is not True)
-        return sid
-
-    def _set_mic(self, peer: PeerInfo, mic: bool) -> None:
-        if mic == peer.mic:
-            return
-        self._peers[peer.peer_id] = replace(peer, mic=mic)
-        self._put(MediaState(peer.peer_id, mic, peer.camera))
-
-    def _remove_peer(self, sid: str) -> None:
-        peer = self._peers.pop(sid, None)
-        self._missing.pop(sid, None)
-        if peer is None:
-            return
+    def _peer_removed(self, peer: PeerInfo) -> None:
         if peer.user_id is not None and self._mirror.pop(peer.user_id, None) is not None:
             self._mark_mirror_dirty()
-        self._put(PeerLeft(sid))
 
     def _put(self, event: Event) -> None:
         if self._final is not None:
@@ -635,15 +462,6 @@ class HoovikSession(EventQueue):
             log.error("signaling consumer is %d events behind; ending the session", self._queue.qsize())
             self._finish("slow_consumer")
             asyncio.get_running_loop().create_task(self._drop_client())
-
-    def _finish(self, reason: str) -> None:
-        if self._final is not None:
-            return
-        self._final = Disconnected(reason)
-        try:
-            self._queue.put_nowait(self._final)
-        except asyncio.QueueFull:
-            self._final_pending = True
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1

@@ -1,7 +1,8 @@
 """The signaling server's REST side: rooms, invites, room summary, health, CORS and HTTP limits.
 
-Split out of :mod:`signaling.server`; the routes and error shapes are in docs/signaling.md, the
-limits in docs/security.md.
+The routes and error shapes are in docs/signaling.md ("REST API"), the limits in docs/security.md.
+It reads and changes rooms only through the :class:`~signaling.hub.Hub` stored under
+:data:`HUB_KEY`.
 """
 
 from __future__ import annotations
@@ -11,36 +12,17 @@ import dataclasses
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from signaling.config import ServerConfig, ServerStats
+from signaling.hub import TOKEN_ERRORS, Hub, http_error, origin_allowed
 from signaling.limits import KeyedLimiter, request_key, retry_after_header
 from signaling.messages import ID_PATTERN, MAX_ID_CHARS, MAX_NAME_CHARS, ErrorCode
 from signaling.tokens import TokenClaims, TokenError
 
-if TYPE_CHECKING:
-    from signaling.server import Hub
-
-TOKEN_ERRORS = {
-    "malformed": ErrorCode.TOKEN_MALFORMED,
-    "bad_signature": ErrorCode.TOKEN_BAD_SIGNATURE,
-    "expired": ErrorCode.TOKEN_EXPIRED,
-    "wrong_room": ErrorCode.TOKEN_WRONG_ROOM,
-}
-
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hoovik_signaling_hub")
-
-
-def http_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
-
-
-def origin_allowed(config: ServerConfig, origin: str | None) -> bool:
-    if config.allow_origins is None or origin is None:
-        return True  # non-browser clients send no Origin; tokens authenticate them
-    return "*" in config.allow_origins or origin in config.allow_origins
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -65,17 +47,19 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
-def _require_host(request: web.Request, hub: Hub, room_id: str) -> TokenClaims | web.Response:
+def require_host(request: web.Request, hub: Hub, room_id: str, **extra: Any) -> TokenClaims | web.Response:
+    """The host's claims from ``Authorization: Bearer <host token>``, or the 401/403 to answer with
+    (``extra`` fields added to its body)."""
     token = _bearer(request)
     if token is None:
-        return http_error(401, "unauthorized", "Authorization: Bearer <host token> is required")
+        return http_error(401, "unauthorized", "Authorization: Bearer <host token> is required", **extra)
     try:
         claims = hub.signer.verify(token, room=room_id)
     except TokenError as exc:
         status = 403 if exc.code == "wrong_room" else 401
-        return http_error(status, TOKEN_ERRORS[exc.code], f"token refused: {exc.code}")
+        return http_error(status, TOKEN_ERRORS[exc.code], f"token refused: {exc.code}", **extra)
     if claims.role != "host":
-        return http_error(403, ErrorCode.FORBIDDEN, "only a host token may do this")
+        return http_error(403, ErrorCode.FORBIDDEN, "only a host token may do this", **extra)
     return claims
 
 
@@ -122,7 +106,7 @@ async def _create_room(request: web.Request) -> web.Response:
 async def _mint_invite(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     room_id = request.match_info["room"]
-    auth = _require_host(request, hub, room_id)
+    auth = require_host(request, hub, room_id)
     if isinstance(auth, web.Response):
         return auth
     if hub.get_room(room_id) is None:
@@ -150,7 +134,7 @@ async def _mint_invite(request: web.Request) -> web.Response:
 async def _get_room(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     room_id = request.match_info["room"]
-    auth = _require_host(request, hub, room_id)
+    auth = require_host(request, hub, room_id)
     if isinstance(auth, web.Response):
         return auth
     room = hub.get_room(room_id)
@@ -183,7 +167,7 @@ def cors_middleware(config: ServerConfig) -> Any:
         if allowed and origin is not None and not isinstance(response, web.WebSocketResponse):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             response.headers["Vary"] = "Origin"
         return response
 
@@ -197,7 +181,7 @@ def limits_middleware(config: ServerConfig, stats: ServerStats) -> Any:
     """Per-address rate limits on room creation and bot launches, and a deadline for request bodies.
 
     Bodies are read here, once, within ``body_timeout_s`` (aiohttp caches them for the handler), so
-    no handler — ours or :mod:`signaling.web`'s — can be held open by a body that trickles in.
+    no handler (ours or :mod:`signaling.web`'s) can be held open by a body that trickles in.
     """
     limiters = {
         "rooms": KeyedLimiter(config.rooms_per_ip_per_s, config.rooms_burst_per_ip, config.rate_limit_tracked_ips),
@@ -215,7 +199,9 @@ def limits_middleware(config: ServerConfig, stats: ServerStats) -> Any:
             if wait is not None:
                 stats.http_rate_limited += 1
                 what = "rooms" if which == "rooms" else "bot launches"
-                response = http_error(429, "rate_limited", f"too many {what} from your address; retry later")
+                # A refused launch started nothing; the page reads ``state`` from every launch answer.
+                extra = {} if which == "rooms" else {"state": "none"}
+                response = http_error(429, "rate_limited", f"too many {what} from your address; retry later", **extra)
                 response.headers["Retry-After"] = retry_after_header(wait)
                 return response
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.body_exists:

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.results import EmotionResult
+from bot.pipeline.results import EmotionResult
 
 
 def add_parser(subparsers: Any) -> None:
-    from bot.cli import _add_model_flags
+    from bot.config import add_model_flags
 
     p = subparsers.add_parser(
         "replay",
@@ -38,18 +38,18 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--allow-untrained", action="store_true", help="fall back to an untrained Wav2Vec2 when the model is missing"
     )
-    _add_model_flags(p)
+    add_model_flags(p)
     p.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from bot.cli import _config
-    from bot.replay.driver import ReplayModels
+    from bot.config import config_from_args
     from bot.replay.inputs import resolve_inputs
+    from bot.replay.records import ReplayModels
     from bot.replay.run import replay
     from bot.runtime import build_runtime
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     if args.fps is not None:
         if args.fps <= 0:
             raise ValueError("--fps must be positive")

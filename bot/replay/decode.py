@@ -4,7 +4,7 @@ A live track hands the engine video frames at their pts and 16 kHz audio chunks 
 complete. :class:`MediaReader` produces the same two kinds of event from a file, merged into one
 stream ordered by *arrival* media time (a video frame arrives at its pts, an audio chunk at its
 end), so that the replay timeline sees the inputs in the order a live bot would have. Audio goes
-through the live reader's own resampler (:class:`bot.tracks.AudioConverter`).
+through the live reader's own resampler (:class:`bot.pipeline.media.AudioConverter`).
 
 Everything that can be wrong with a file surfaces as :class:`MediaError` with the path and what
 to do: unreadable or mis-named files, files without an audio or video stream, still images,
@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from bot.tracks import AudioConverter, frame_media_time
+from bot.pipeline.media import AudioConverter, frame_media_time
 from models.constants import SAMPLE_RATE
 
 # Containers whose header states the duration reliably; elsewhere (mp3, wav, ogg) FFmpeg estimates
@@ -200,6 +200,20 @@ class MediaReader:
                 f"{declared:.2f} s; results cover the first {self.end_s:.2f} s"
             )
 
+    def _decoded(self, container: Any, index: int, kind: str) -> Iterator[Any]:
+        """The decoded frames of one stream; a decoding error names the file and how far it got."""
+        frames = container.decode(container.streams[index])
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:
+                raise MediaError(
+                    f"{self.info.path}: {kind} decoding failed after {self.end_s:.2f} s: {_reason(exc)}"
+                ) from exc
+            yield frame
+
     def _video(self) -> Iterator[Event]:
         vinfo = self.info.video
         if vinfo is None:
@@ -207,17 +221,7 @@ class MediaReader:
         period = 1.0 / vinfo.fps if vinfo.fps else 1.0 / 30.0
         last = None
         with _open(self.info.path) as container:
-            stream = container.streams[vinfo.index]
-            frames = container.decode(stream)
-            while True:
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    return
-                except av.FFmpegError as exc:
-                    raise MediaError(
-                        f"{self.info.path}: video decoding failed after {self.end_s:.2f} s: {_reason(exc)}"
-                    ) from exc
+            for frame in self._decoded(container, vinfo.index, "video"):
                 t = float(frame.time) if frame.time is not None else (0.0 if last is None else last + period)
                 if last is not None and t < last:
                     t = last  # never let media time run backwards
@@ -233,17 +237,7 @@ class MediaReader:
         converter = AudioConverter(SAMPLE_RATE)
         end = None
         with _open(self.info.path) as container:
-            stream = container.streams[ainfo.index]
-            frames = container.decode(stream)
-            while True:
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    return
-                except av.FFmpegError as exc:
-                    raise MediaError(
-                        f"{self.info.path}: audio decoding failed after {self.end_s:.2f} s: {_reason(exc)}"
-                    ) from exc
+            for frame in self._decoded(container, ainfo.index, "audio"):
                 rate = float(frame.sample_rate or SAMPLE_RATE)
                 start = frame_media_time(frame) if frame.pts is not None else (end or 0.0)
                 frame_end = start + frame.samples / rate

@@ -1,4 +1,4 @@
-"""The replay driver: recordings through the live engine's pools, rules and post-processing.
+"""The replay driver: recordings through the step core (``bot.pipeline``) that the live engine runs.
 
 Per file, three coroutines form a pipeline on the event loop, fed by one decode thread:
 
@@ -6,14 +6,17 @@ Per file, three coroutines form a pipeline on the event loop, fed by one decode 
   and hands batches of arrival-ordered events to the loop (bounded, so it never runs far ahead);
 * **planner** (loop): the :class:`~bot.replay.timeline.Timeline` plans the steps; the frame a step
   samples goes to the face pool at once, the audio windows go to the audio pool in chunks;
-* **sequencer** (loop): in step order, takes the face vectors and audio embeddings as the live
-  engine would have received them, applies the freshness rules of :mod:`bot.profiles`, assembles
-  the predictor inputs (:func:`models.sequence.assemble_inputs`) and sends chunks to inference;
-* **emitter** (loop): EMA smoothing (:class:`models.smoothing.EmaSmoother`) and the result message,
-  exactly as ``Engine._emit`` builds it, with the media clock in place of the wall clock.
+* **sequencer** (loop): in step order, applies the face vectors and audio embeddings to the step
+  core's :class:`~bot.pipeline.features.Features` (freshness rules, sequence assembly) and sends
+  chunks of predictor inputs to inference;
+* **emitter** (loop): the step core's :class:`~bot.pipeline.results.ResultStream` (EMA smoothing,
+  the result message), with the media clock in place of the wall clock.
 
-The compute runs on the same stages and pool class as the live engine (``bot/stages.py``,
-:class:`bot.pools.BatchWorkerPool`): face (2 threads, one MediaPipe landmarker each), audio
+The decode thread is :class:`bot.replay.pump.EventPump`; the models and per-file records are in
+:mod:`bot.replay.records`. Replay never imports the live engine (``bot.live``).
+
+The compute runs on the same stages and pool class as the live engine (``bot/pipeline/stages.py``,
+:class:`bot.pipeline.pools.BatchWorkerPool`): face (2 threads, one MediaPipe landmarker each), audio
 (2 threads, each with its own VAD) and inference (1 thread, which owns the predictor).
 
 **Batching and determinism.** Unlike live, replay is not waiting for the wall clock, so it batches
@@ -27,25 +30,21 @@ Files never share a batch, so a file's results do not depend on which other file
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bot.config import EngineConfig
-from bot.engine import BundleInfo
-from bot.pools import BatchWorkerPool
-from bot.profiles import audio_live, face_live, profile_of
-from bot.replay.decode import Event, MediaError, MediaInfo, MediaReader, probe
-from bot.replay.inputs import ReplayInput
-from bot.replay.timeline import FaceSample, StepPlan, Timeline, sampling_fps
-from bot.results import EmotionResult
-from bot.stages import (
+from bot.pipeline.features import Features, new_smoother
+from bot.pipeline.freshness import profile_of
+from bot.pipeline.pools import BatchWorkerPool, chain_future
+from bot.pipeline.results import EmotionResult, ResultStream, ms_rounded
+from bot.pipeline.sampling import sampling_fps
+from bot.pipeline.stages import (
     AudioJob,
     AudioOutput,
     FaceJob,
@@ -56,11 +55,11 @@ from bot.stages import (
     face_stage,
     inference_stage,
 )
-from models.constants import AUDIO_MIN_SAMPLES, NEUTRAL_LABEL
-from models.extractors import REFERENCE_AUDIO, REFERENCE_FACE
-from models.family import FeaturePlan
-from models.sequence import NormStats, RollingSequence, assemble_inputs
-from models.smoothing import EmaSmoother
+from bot.replay.decode import MediaError, MediaInfo, MediaReader, probe
+from bot.replay.inputs import ReplayInput
+from bot.replay.pump import END, EventPump
+from bot.replay.records import ParticipantReplay, ReplayModels, StepRecord
+from bot.replay.timeline import FaceSample, StepPlan, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -70,87 +69,6 @@ STEPS_AHEAD_MIN = 48
 FACE_IN_FLIGHT = 8  # per replayer: frames queued or running in the face pool
 AUDIO_IN_FLIGHT = 4  # per replayer: audio chunks queued or running
 INFERENCE_IN_FLIGHT = 4  # per replayer
-DECODE_BATCH = 8  # events per hand-off from a decode thread
-DECODE_BATCHES_AHEAD = 4
-
-
-@dataclass(frozen=True)
-class ReplayModels:
-    """The models a replay runs: the same objects the live bot loads (see ``bot.runtime``)."""
-
-    predictor: Any
-    norm: NormStats | None
-    audio: Any
-    make_face_extractor: Callable[[], Any]
-    bundle: BundleInfo
-    description: dict[str, Any] = field(default_factory=dict)
-    # None: Silero VAD at engine.vad_threshold, as the live engine (tests may inject a fake).
-    make_speech_detector: Callable[[], Any] | None = None
-    # What the bundle declares (dims, audio window, per-participant normaliser); None: the
-    # reference family with ``norm``.
-    features: FeaturePlan | None = None
-
-    @property
-    def plan(self) -> FeaturePlan:
-        if self.features is not None:
-            return self.features
-        if self.norm is None:
-            raise ValueError("replay models need a feature plan or the reference norm stats")
-        fixed = self.norm
-        return FeaturePlan(REFERENCE_FACE, REFERENCE_AUDIO, AUDIO_MIN_SAMPLES, lambda: fixed)
-
-    @classmethod
-    def from_runtime(cls, runtime: Any) -> ReplayModels:
-        return cls(
-            runtime.predictor,
-            None,
-            runtime.audio,
-            runtime.make_face_extractor,
-            runtime.info,
-            runtime.describe(),
-            features=runtime.features,
-        )
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One step of one participant: its media time, the profile (None = no result) and any error."""
-
-    time: float
-    profile: str | None
-    result: EmotionResult | None
-    error: str | None = None
-
-
-@dataclass
-class ParticipantReplay:
-    """Everything replay learned about one file. ``status``: ok, partial (an error after some
-    results) or error (nothing usable)."""
-
-    input: ReplayInput
-    info: MediaInfo | None = None
-    origin: float = 0.0
-    end_s: float = 0.0
-    steps: list[StepRecord] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def participant_id(self) -> str:
-        return self.input.participant_id
-
-    @property
-    def results(self) -> list[EmotionResult]:
-        return [s.result for s in self.steps if s.result is not None]
-
-    @property
-    def status(self) -> str:
-        if self.error is None:
-            return "ok"
-        return "partial" if self.results else "error"
-
-    def count(self, key: str, n: int = 1) -> None:
-        self.counters[key] = self.counters.get(key, 0) + n
 
 
 @dataclass
@@ -178,9 +96,6 @@ class _Outcome:
     face_active: bool = False
     audio_active: bool = False
     used: tuple[tuple[float, float], ...] = ()
-
-
-_END = object()
 
 
 class Replayer:
@@ -308,7 +223,7 @@ class Replayer:
 
     async def _pipeline(self, rec: ParticipantReplay, info: MediaInfo) -> None:
         reader = MediaReader(info)
-        pump = _EventPump(reader.events, asyncio.get_running_loop(), name=f"replay-decode-{rec.participant_id}")
+        pump = EventPump(reader.events, asyncio.get_running_loop(), name=f"replay-decode-{rec.participant_id}")
         steps_slots = asyncio.Semaphore(self.steps_ahead)
         seq_q: asyncio.Queue[Any] = asyncio.Queue()
         emit_q: asyncio.Queue[Any] = asyncio.Queue()
@@ -329,7 +244,7 @@ class Replayer:
         self,
         rec: ParticipantReplay,
         reader: MediaReader,
-        pump: _EventPump,
+        pump: EventPump,
         steps_slots: asyncio.Semaphore,
         out: asyncio.Queue[Any],
     ) -> None:
@@ -377,7 +292,7 @@ class Replayer:
                 rec.error = str(exc)
         rec.count("video_frames", reader.video_frames)
         rec.count("audio_samples", reader.audio_samples)
-        out.put_nowait(_END)
+        out.put_nowait(END)
 
     async def _submit_face(self, rec: ParticipantReplay, sample: FaceSample) -> asyncio.Future[FaceOutput]:
         assert self._face_pool is not None
@@ -399,86 +314,63 @@ class Replayer:
 
         def done(f: asyncio.Future[list[AudioOutput]]) -> None:
             self._audio_slots.release()
-            _copy_outcome(f, chunk.future)
+            chain_future(f, chunk.future)
 
         fut.add_done_callback(done)
 
     async def _sequence(self, rec: ParticipantReplay, inq: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
-        """The live engine's feature arrival, freshness and assembly, one step at a time."""
+        """The step core's feature arrival, freshness and assembly, one step at a time.
+
+        Features arrive with zero latency: the face and the audio window a step sampled count for
+        that step, and an input is "captured" at its media time (see bot/replay/timeline.py).
+        """
         cfg = self.config
-        plan = self.models.plan
-        face_seq = RollingSequence(plan.face_dim, cfg.seq_len)
-        audio_seq = RollingSequence(plan.audio_dim, cfg.seq_len)
-        norm = plan.new_normaliser()
-        face_last: float | None = None
-        face_last_media = 0.0
-        audio_emb_last: float | None = None
-        audio_emb_media = 0.0
+        features = Features.new(self.models.plan, cfg.seq_len)
         fps = sampling_fps(cfg)
         pending: list[_Outcome] = []
         while True:
             item = await inq.get()
-            if item is _END:
+            if item is END:
                 break
             step: _PlannedStep = item
             now = step.plan.time
             outcome = _Outcome(now, None)
-            if step.face is not None and step.plan.face is not None:
-                # The engine's _face_done, with zero latency: the face arrives at its step.
+            sample = step.plan.face
+            if step.face is not None and sample is not None:
                 try:
                     face = await step.face
                 except Exception:
                     rec.count("face_errors")
                 else:
-                    if face.vector is None:
-                        rec.count(f"face_{face.reason or 'none'}")
-                    else:
-                        face_seq.append(face.vector, step.plan.face.media_time)
-                        face_last, face_last_media = now, step.plan.face.media_time
-                        rec.count("faces")
+                    rec.count(features.add_face(face, sample.media_time, sample.media_time, now))
             window = step.plan.window
             if step.chunk is not None and window is not None:
-                # The engine's _finish_audio: an error or a VAD verdict of no speech embeds nothing.
+                # An error or a VAD verdict of no speech embeds nothing.
                 try:
                     audio = (await step.chunk.future)[step.row]
                 except Exception:
                     rec.count("audio_errors")
                 else:
-                    if audio.vector is None:
-                        rec.count("vad_gated")
-                    else:
-                        norm.observe_audio(audio.vector)
-                        audio_seq.append(audio.vector, window.end_media_time)
-                        audio_emb_last, audio_emb_media = now, window.end_media_time
-                        rec.count("audio_embedded")
-            face_active = face_live(
-                True, step.plan.video_last, face_last, len(face_seq), now, cfg.modality_stale_s, fps
-            )
-            audio_active = audio_live(
-                True,
-                step.plan.audio_last,
-                audio_emb_last,
-                len(audio_seq),
+                    rec.count(features.add_audio(audio, window.end_media_time, window.end_media_time, now))
+            face_active, audio_active = features.activity(
                 now,
-                cfg.modality_stale_s,
-                cfg.result_interval_s,
+                camera_on=True,
+                mic_on=True,
+                video_last=step.plan.video_last,
+                audio_last=step.plan.audio_last,
+                config=cfg,
+                sampling_fps=fps,
             )
             if face_active or audio_active:
-                xf, xa, fm, am = assemble_inputs(face_seq, audio_seq, face_active, audio_active, norm)
-                outcome.job = InferenceJob(rec.participant_id, xf, xa, fm, am)
+                outcome.job = features.job(rec.participant_id, face_active, audio_active)
                 outcome.face_active, outcome.audio_active = face_active, audio_active
-                # (captured, media) of the inputs used, as Engine._emit pairs them. An input is
-                # "captured" when it arrives, and it arrives at its media time (bot.replay.timeline).
-                used = ([(face_last_media, face_last_media)] if face_active else []) + (
-                    [(audio_emb_media, audio_emb_media)] if audio_active else []
-                )
-                outcome.used = tuple(used)
+                outcome.used = features.used(face_active, audio_active)
             pending.append(outcome)
             if step.plan.index % self.inference_batch == self.inference_batch - 1:
                 await self._submit_inference(pending, out)
                 pending = []
         await self._submit_inference(pending, out)
-        out.put_nowait(_END)
+        out.put_nowait(END)
 
     async def _submit_inference(self, outcomes: list[_Outcome], out: asyncio.Queue[Any]) -> None:
         assert self._inference_pool is not None
@@ -491,20 +383,24 @@ class Replayer:
         out.put_nowait((outcomes, fut))
 
     async def _emit(self, rec: ParticipantReplay, inq: asyncio.Queue[Any], steps_slots: asyncio.Semaphore) -> None:
-        """EMA and the result message, as ``Engine._emit`` builds them, on the media clock."""
-        cfg = self.config
-        smoother = EmaSmoother(
-            alpha=cfg.ema_alpha,
-            confidence_threshold=self.models.plan.threshold(cfg.confidence_threshold),
-            ttl=cfg.ema_ttl_s,
-            reset=cfg.ema_reset,
+        """The step core's result building (EMA, the message), on the media clock.
+
+        The step time stands for "now" and each input's media time for the moment it was captured,
+        so latency is the age of the newest input; times in the message are shifted by the file's
+        session offset.
+        """
+        stream = ResultStream(
+            rec.participant_id,
+            new_smoother(self.config, self.models.plan),
+            self.models.bundle,
+            offset=rec.input.offset_s,
+            to_ms=ms_rounded,
         )
-        seq = 0
         offset = rec.input.offset_s
         last_time = rec.origin
         while True:
             item = await inq.get()
-            if item is _END:
+            if item is END:
                 break
             outcomes, fut = item
             preds: Iterator[Any] = iter(())
@@ -527,32 +423,8 @@ class Replayer:
                     rec.count("step_errors")
                     rec.steps.append(StepRecord(o.time, None, None, error))
                     continue
-                pred = next(preds)
                 profile = profile_of(o.face_active, o.audio_active) or "both"
-                ok = pred.status == "ok" and pred.probs is not None
-                # The original smooths the 4-dp probabilities it emits; so does the live engine.
-                smoothed = smoother.update([round(float(p), 4) for p in pred.probs] if ok else None, o.time)
-                seq += 1
-                newest_captured, newest_media = max(o.used) if o.used else (o.time, None)
-                result = EmotionResult(
-                    participant_id=rec.participant_id,
-                    seq=seq,
-                    emotion=smoothed.label if ok else NEUTRAL_LABEL,
-                    confidence=smoothed.score if ok else 0.0,
-                    probs=tuple(float(p) for p in pred.probs) if ok else None,
-                    modality=profile,
-                    anomaly=bool(pred.anomaly.is_anomaly) if ok and pred.anomaly is not None else None,
-                    anomaly_score=float(pred.anomaly.score) if ok and pred.anomaly is not None else None,
-                    # Media clock: the step time stands for "now" and each input's media time for
-                    # the moment it was captured, so latency is the age of the newest input.
-                    latency_ms=max(0.0, (o.time - newest_captured) * 1000.0),
-                    ts_ms=round((offset + o.time) * 1000.0),
-                    media_time=None if newest_media is None else offset + newest_media,
-                    captured_at_ms=round((offset + newest_captured) * 1000.0),
-                    bundle_id=self.models.bundle.bundle_id,
-                    trained=self.models.bundle.trained,
-                    error=None if ok else (pred.error or "prediction failed"),
-                )
+                result = stream.build(next(preds), profile, o.used, now=o.time, smooth_at=o.time)
                 if self.realtime:
                     await self._pace(offset + o.time)
                 rec.steps.append(StepRecord(o.time, profile, result))
@@ -567,77 +439,3 @@ class Replayer:
         delay = self._wall_start + (session_time - self._session_start) - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-
-
-def _copy_outcome(src: asyncio.Future[Any], dst: asyncio.Future[Any]) -> None:
-    if dst.done():
-        return
-    if src.cancelled():
-        dst.cancel()
-    elif src.exception() is not None:
-        dst.set_exception(src.exception())  # type: ignore[arg-type]
-    else:
-        dst.set_result(src.result())
-
-
-class _EventPump:
-    """Runs a blocking decoder on its own thread and hands its events to the loop in batches.
-
-    At most ``DECODE_BATCHES_AHEAD`` batches wait on the loop, so decoding stays just ahead of the
-    pipeline (decoded frames are large). Errors raised by the decoder are re-raised on the loop.
-    """
-
-    def __init__(self, events: Callable[[], Iterator[Event]], loop: asyncio.AbstractEventLoop, name: str) -> None:
-        self._events = events
-        self._loop = loop
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._slots = threading.Semaphore(DECODE_BATCHES_AHEAD)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    async def batches(self) -> AsyncIterator[list[Event]]:
-        self._thread.start()
-        while True:
-            item = await self._queue.get()
-            self._slots.release()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._slots.release()
-
-    def _send(self, item: Any) -> bool:
-        while not self._slots.acquire(timeout=0.1):
-            if self._stopped.is_set():
-                return False
-        if self._stopped.is_set():
-            return False
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        return True
-
-    def _run(self) -> None:
-        batch: list[Event] = []
-        events = self._events()
-        try:
-            for event in events:
-                batch.append(event)
-                if len(batch) >= DECODE_BATCH:
-                    if not self._send(batch):
-                        return
-                    batch = []
-            if batch and not self._send(batch):
-                return
-            self._send(_END)
-        except BaseException as exc:
-            if batch and not self._send(batch):
-                return
-            self._send(exc)
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()  # closes the decoder's containers now, not whenever it is collected

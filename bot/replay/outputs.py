@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import EngineConfig
-from bot.replay.driver import ParticipantReplay, ReplayModels
+from bot.pipeline.results import EmotionResult
 from bot.replay.inputs import InputError
-from bot.results import EmotionResult
+from bot.replay.records import ParticipantReplay, ReplayModels
 from models.constants import CLASS_NAMES, PROFILES
 
 TIMELINE_JSONL = "timeline.jsonl"

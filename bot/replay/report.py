@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.config import EngineConfig
-from bot.replay.driver import ParticipantReplay, StepRecord
+from bot.pipeline.sampling import sampling_fps
+from bot.replay.records import ParticipantReplay, StepRecord
 from bot.replay.report_template import PAGE
-from bot.replay.timeline import sampling_fps
 from models.constants import CLASS_NAMES
 
 CLASS_COLORS: dict[str, str] = {

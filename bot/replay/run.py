@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import EngineConfig
+from bot.pipeline.results import EmotionResult
 from bot.replay.decode import MediaError, probe
-from bot.replay.driver import ParticipantReplay, Replayer, ReplayModels
+from bot.replay.driver import Replayer
 from bot.replay.inputs import InputError, ReplayInput
 from bot.replay.outputs import ReplayOutputs, write_outputs
-from bot.results import EmotionResult
+from bot.replay.records import ParticipantReplay, ReplayModels
 
 
 @dataclass

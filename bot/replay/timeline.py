@@ -1,6 +1,6 @@
 """The live engine's per-participant bookkeeping, ticked by media time instead of the wall clock.
 
-The live engine (``bot/engine.py``) puts each received video frame in a newest-frame slot and each
+The live engine (``bot/live/``) puts each received video frame in a newest-frame slot and each
 audio chunk in a ring buffer, and every ``result_interval_s`` runs a step that samples the newest
 frame for the face pool (when the video stream is fresh and the sampling credit allows: at most
 one frame per step), takes the newest 0.6 s of audio for the audio pool (when the audio stream is
@@ -16,7 +16,8 @@ bookkeeping, with two substitutions that make it deterministic:
 :class:`Timeline` only *plans*: it decides which frames are sampled and which audio windows are
 embedded, and records what each step knows about stream freshness. It holds no model and no
 future, so it is pure and cheap (it runs on the event loop); :mod:`bot.replay.driver` runs the
-plans through the executor pools and applies the freshness rules of :mod:`bot.profiles`.
+plans through the executor pools and the rest of the step core. The sampling rules themselves are the
+step core's (:mod:`bot.pipeline.sampling`), the very code the live engine runs.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from bot.config import EngineConfig
-from bot.engine import MIN_LIVE_SAMPLES, SILENCE_STD
-from bot.profiles import stream_fresh
+from bot.pipeline.freshness import stream_fresh
+from bot.pipeline.sampling import FaceCredit, FaceDecision, sampling_fps, take_audio_window
+from bot.pipeline.slots import AudioRing, LatestSlot
 from bot.replay.decode import AudioEvent, Event, VideoEvent
-from bot.slots import AudioRing, LatestSlot
-from models.constants import AUDIO_WINDOW_SAMPLES, SAMPLE_RATE
+from models.constants import AUDIO_MIN_SAMPLES, AUDIO_WINDOW_SAMPLES, SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,6 @@ class StepPlan:
     audio_last: float | None
 
 
-def sampling_fps(config: EngineConfig) -> float:
-    """The live engine's face sampling ceiling: the target fps, but at most one frame per step.
-
-    Replay never falls behind, so the engine's throttle would never lower it below this.
-    """
-    return min(config.target_fps, 1.0 / config.result_interval_s)
-
-
 @dataclass
 class Timeline:
     """Buffers frames and audio and plans the steps of one participant, by media time.
@@ -83,7 +76,7 @@ class Timeline:
     origin: float
     # The bundle's audio window and the shortest buffer that gets one (see models.family.FeaturePlan).
     window_samples: int = AUDIO_WINDOW_SAMPLES
-    min_samples: int = MIN_LIVE_SAMPLES
+    min_samples: int = AUDIO_MIN_SAMPLES
     next_due: float = field(init=False)
     video_last: float | None = field(init=False, default=None)
     audio_last: float | None = field(init=False, default=None)
@@ -94,8 +87,9 @@ class Timeline:
         self.next_due = self.origin + self.config.result_interval_s
         self._slot: LatestSlot[tuple[Any, float]] = LatestSlot()
         self._ring = AudioRing(max(int(self.config.audio_buffer_s * SAMPLE_RATE), self.window_samples))
+        # Replay never falls behind, so the engine's throttle would never lower the rate below this.
         self._fps = sampling_fps(self.config)
-        self._face_credit = 1.0
+        self._face_credit = FaceCredit()
 
     def feed(self, event: Event) -> list[StepPlan]:
         """Apply one arrival; returns the steps that were due before it, in order."""
@@ -124,17 +118,18 @@ class Timeline:
         return out
 
     def _sample_face(self, now: float) -> FaceSample | None:
-        """The engine's ``_sample_face``: the newest frame, if the stream is fresh and credit allows."""
-        if not stream_fresh(True, self.video_last, now, self.config.modality_stale_s):
-            return None
-        self._face_credit = min(1.0, self._face_credit + self._fps * self.config.result_interval_s)
-        if self._face_credit < 1.0 - 1e-9:
+        """The step core's face rule: the newest frame, if the stream is fresh and credit allows."""
+        decision = self._face_credit.decide(
+            self.video_last, now, self.config.modality_stale_s, self._fps, self.config.result_interval_s
+        )
+        if decision is FaceDecision.THROTTLED:
             self._count("face_throttled")
+        if decision is not FaceDecision.TAKE:
             return None
         item = self._slot.take()
         if item is None:
             return None
-        self._face_credit -= 1.0
+        self._face_credit.spend()
         self._count("frames_sampled")
         return FaceSample(item[0], item[1])
 
@@ -143,15 +138,11 @@ class Timeline:
         face = self._sample_face(now)
         window = None
         silent = False
-        if (
-            stream_fresh(True, self.audio_last, now, self.config.modality_stale_s)
-            and len(self._ring) >= self.min_samples
-        ):
-            w = self._ring.window(self.window_samples)
-            if float(np.std(w.samples)) < SILENCE_STD:
-                silent = True
+        if stream_fresh(True, self.audio_last, now, self.config.modality_stale_s):
+            w, silent = take_audio_window(self._ring, self.min_samples, self.window_samples)
+            if silent:
                 self._count("audio_silent")
-            else:
+            if w is not None:
                 window = AudioWindowPlan(w.samples, w.end_media_time)
         plan = StepPlan(self.steps, now, face, window, silent, self.video_last, self.audio_last)
         self.steps += 1

@@ -1,11 +1,13 @@
-"""Payloads and decoders of the emotion-service uploads (spec 2.2): bytes in, 16 kHz mono / RGB out.
+"""Payloads and decoders of the emotion-service uploads (docs/hoovik.md, "The emotion-service endpoint"): bytes in,
+16 kHz mono / RGB out.
 
 Everything here is pure and thread-safe: the endpoint runs container-audio and image decoding in
 worker threads. Decoders never raise on bad input; they return ``None``.
 
 Audio containers are decoded with PyAV and converted to *packed* float32 at the stream's own rate
 and channel count; the channel mean is then taken in numpy and the rate changed by linear
-interpolation (the original's rule, spec 2.2). Two PyAV paths are deliberately avoided, because
+interpolation (the original's rule, docs/hoovik.md, "The emotion-service endpoint"). Two PyAV paths are
+deliberately avoided, because
 the probe found them unsafe with the PyAV/FFmpeg in this venv:
 
 * ``AudioFrame.to_ndarray()`` on *planar* audio with 8 channels (7.1) crashes the process
@@ -61,7 +63,8 @@ def to_bytes(value: Any) -> bytes:
 def payload_bytes(data: Any) -> bytes | None:
     """The media bytes of an ``audio_chunk`` / ``emotion.frame`` payload, ``None`` if unusable.
 
-    Shapes (spec 2.2): raw bytes, a base64 string, a list of ints, or a dict whose first present key
+    Shapes (docs/hoovik.md, "The emotion-service endpoint"): raw bytes, a base64 string, a list of ints, or a dict
+    whose first present key
     of ``buffer``/``data``/``payload``/``chunk`` holds one of those. A participant id inside the dict
     is ignored: the socket's identity was fixed at connect.
     """

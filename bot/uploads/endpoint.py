@@ -1,4 +1,4 @@
-"""An endpoint that speaks the original emotion service's Socket.IO protocol (spec section 2).
+"""An endpoint that speaks the original emotion service's Socket.IO protocol (docs/hoovik.md).
 
 Hoovik's host UI renders emotions only from ``emotion.result`` events on its emotion-service sockets:
 one socket per remote participant, ``auth.participantId = <that participant's userId>``. Mounting
@@ -24,10 +24,10 @@ Two ways a pid gets results here:
 
 Access (the original had none): a token is required on connections that arrive on a non-loopback
 address unless ``open_access`` is set; a pid is bound to the credentials of its first socket; the
-number of sockets is capped. See docs/hoovik.md, *Access control*.
+number of sockets is capped (:mod:`bot.uploads.access`; docs/hoovik.md, *Access control*).
 
 ``backpressure`` is never emitted: the bot samples at most one frame per participant per engine
-step and throttles its own sampling under load (bot/throttle.py), so a client sending fewer frames
+step and throttles its own sampling under load (bot/pipeline/throttle.py), so a client sending fewer frames
 would only make results staler. The stock UI reacts to ``backpressure`` by slowing capture for
 *every* participant for 8 s.
 """
@@ -36,145 +36,46 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 from aiohttp import web
 
 from bot.config import EngineConfig
-from bot.engine import Engine
-from bot.results import EmotionResult
-from bot.uploads.codecs import (
-    MAX_AUDIO_BYTES,
-    MAX_FRAME_BYTES,
-    decode_audio,
-    decode_image,
-    is_container,
-    payload_bytes,
+from bot.live.engine import Engine
+from bot.pipeline.results import EmotionResult
+from bot.uploads.access import (
+    LIMIT_NOTICE_INTERVAL_S,
+    MAX_HTTP_BUFFER,
+    MAX_PENDING_EMITS,
+    MAX_UPLOAD_STATES,
+    MODALITIES,
+    PID_KEYS,
+    EmotionServiceOptions,
+    UploadState,
+    connection_is_loopback,
+    credential,
+    device_name,
+    pid_room,
+    same_credential,
 )
-from bot.uploads.timing import FrameGate, MediaClock
-from models.constants import SAMPLE_RATE
+from bot.uploads.ingest import UploadIngest
+from bot.uploads.timing import FrameGate
 
 log = logging.getLogger(__name__)
 
-MAX_HTTP_BUFFER = 8 * 1024 * 1024
-MAX_CONCURRENT_DECODES = 8
-MAX_UPLOAD_STATES = 1024
-MAX_PENDING_EMITS = 1024
-# A refused upload is answered with ``emotion.error`` at most this often per socket.
-LIMIT_NOTICE_INTERVAL_S = 5.0
-PID_KEYS = ("participantId", "participant_id", "pid")
-CREDENTIAL_KEYS = ("secret", "token")
-MODALITIES = ["video_only", "audio_only", "both"]
 
-
-# --- options and state --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EmotionServiceOptions:
-    """Access control, limits and features of the emotion-service endpoint."""
-
-    token: str | None = None
-    """Require ``auth.token`` to equal this on every connection; the stock Hoovik UI cannot send it."""
-    allowed_origins: tuple[str, ...] | None = None
-    """Browser origins allowed to connect (``None``: any, as the original)."""
-    uploads: bool = True
-    """Accept ``audio_chunk`` / ``emotion.frame`` / ``av_chunk`` for pids not analysed from a meeting."""
-    path: str = "socket.io"
-    open_access: bool = False
-    """Without a ``token``, accept connections arriving on non-loopback addresses too (the stock UI,
-    like the original). Off: only loopback connections are accepted without a token."""
-    max_upload_participants: int = 16
-    """At most this many pids analysed from uploads at once; more are refused with ``emotion.error``."""
-    upload_share: float = 0.5
-    """While the engine analyses meeting participants, uploads may take at most this share of its
-    participants (0.5: no more upload pids than meeting participants)."""
-    max_sockets: int = 256
-    """Connections beyond this many are refused."""
-
-
-@dataclass
-class UploadState:
-    """One upload-mode pid: media state, frame gate and the media clock of its uploads."""
-
-    pid: str
-    gate: FrameGate
-    mic: bool = True
-    camera: bool = True
-    in_engine: bool = False
-    clock: MediaClock = field(default_factory=MediaClock)
-    audio_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-def _room(pid: str) -> str:
-    # Prefixed so that a chosen participantId can never name another socket's own sid room.
-    return f"pid:{pid}"
-
-
-def _credential(auth: dict[str, Any]) -> str | None:
-    """The secret a socket presents for its pid: ``auth.secret``, else ``auth.token``, else none."""
-    for key in CREDENTIAL_KEYS:
-        value = auth.get(key)
-        if isinstance(value, str) and value:
-            return value[:1024]
-    return None
-
-
-def _same_credential(bound: str | None, given: str | None) -> bool:
-    if bound is None or given is None:
-        return bound is None and given is None
-    return hmac.compare_digest(bound.encode(), given.encode())
-
-
-def connection_is_loopback(environ: dict[str, Any]) -> bool:
-    """Whether the connection arrived on a loopback address (the local end of its TCP socket).
-
-    python-engineio's aiohttp driver reports ``REMOTE_ADDR`` as 127.0.0.1 always, so the socket
-    itself is asked. Unknown means no (fail closed).
-    """
-    request = environ.get("aiohttp.request")
-    transport = getattr(request, "transport", None)
-    if transport is None:
-        return False
-    sockname = transport.get_extra_info("sockname")
-    if not isinstance(sockname, tuple | list) or not sockname:
-        return False
-    try:
-        addr = ipaddress.ip_address(str(sockname[0]).split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
-
-
-def _device() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-    except Exception:
-        pass
-    return "cpu"
-
-
-class EmotionService:
+class EmotionService(UploadIngest):
     """The Socket.IO server (python-socketio ``AsyncServer`` on aiohttp) plus upload-mode state.
 
     All handlers run on the event loop; JPEG and container-audio decoding run in worker threads.
-    ``engine`` is set once models are loaded (uploads before that are dropped and counted);
-    ``is_meeting_participant(pid)`` tells whether the bot analyses that pid from a meeting.
+    ``engine()`` returns the engine once models are loaded (uploads before that are dropped and
+    counted); ``is_meeting_participant(pid)`` tells whether the bot analyses that pid from a meeting.
     """
 
     def __init__(
@@ -184,6 +85,8 @@ class EmotionService:
         engine_config: EngineConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        engine: Callable[[], Engine | None] = lambda: None,
+        is_meeting_participant: Callable[[str], bool] = lambda pid: False,
     ) -> None:
         self.options = options or EmotionServiceOptions()
         self.engine_config = engine_config or EngineConfig()
@@ -199,8 +102,9 @@ class EmotionService:
             logger=False,
             engineio_logger=False,
         )
-        self.engine: Engine | None = None
-        self.is_meeting_participant: Callable[[str], bool] = lambda pid: False
+        self._engine = engine
+        self._closed = False
+        self.is_meeting_participant = is_meeting_participant
         self.sid_pid: dict[str, str] = {}
         self.sid_cred: dict[str, str | None] = {}
         self.pid_sids: dict[str, set[str]] = {}
@@ -238,8 +142,13 @@ class EmotionService:
         """Mount on ``app`` at ``/<path>/`` (call before the app starts)."""
         self.sio.attach(app, socketio_path=self.options.path)
 
+    @property
+    def engine(self) -> Engine | None:
+        """The engine uploads feed; None before models are loaded and after :meth:`close`."""
+        return None if self._closed else self._engine()
+
     async def close(self) -> None:
-        self.engine = None
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -260,7 +169,7 @@ class EmotionService:
 
     @staticmethod
     def result_message(result_id: str, result: EmotionResult) -> dict[str, Any]:
-        """The ``emotion.result`` payload: the original's fields (spec 2.3) first, our additions after."""
+        """The ``emotion.result`` payload: the original's fields (docs/results.md) first, our additions after."""
         msg = result.to_message()
         msg.pop("event", None)
         msg["participantId"] = result_id
@@ -278,7 +187,7 @@ class EmotionService:
 
     async def _emit_result(self, pid: str, msg: dict[str, Any]) -> None:
         try:
-            await self.sio.emit("emotion.result", msg, room=_room(pid))
+            await self.sio.emit("emotion.result", msg, room=pid_room(pid))
             self._count("results_sent")
         finally:
             self._pending_emits -= 1
@@ -312,19 +221,19 @@ class EmotionService:
             if auth.get(key):
                 pid = str(auth[key])[:256]
                 break
-        cred = _credential(auth)
+        cred = credential(auth)
         # A pid is bound to the credentials of its first socket while it has any socket.
-        if self.pid_sids.get(pid) and not _same_credential(self.pid_cred.get(pid), cred):
+        if self.pid_sids.get(pid) and not same_credential(self.pid_cred.get(pid), cred):
             self._refuse("participant_in_use", "participantId is in use by another client")
         if not self.pid_sids.get(pid):
             self.pid_cred[pid] = cred
         self.sid_pid[sid] = pid
         self.sid_cred[sid] = cred
         self.pid_sids.setdefault(pid, set()).add(sid)
-        await self.sio.enter_room(sid, _room(pid))
+        await self.sio.enter_room(sid, pid_room(pid))
         self._count("connections")
         if self._device is None:
-            self._device = _device()
+            self._device = device_name()
         await self.sio.emit(
             "server.status",
             {
@@ -455,114 +364,6 @@ class EmotionService:
             if not self.pid_sids.get(pid):
                 self._forget_upload(pid)
 
-    # -- uploads ---------------------------------------------------------------------------------
-
-    def _upload(self, sid: str, data: Any) -> tuple[str, bytes] | None:
-        """The socket's pid and the payload's bytes, or None (unknown socket, or counted as bad)."""
-        pid = self.sid_pid.get(sid)
-        if pid is None:
-            return None
-        raw = payload_bytes(data)
-        if raw is None:
-            self._count("bad_payloads")
-            return None
-        return pid, raw
-
-    async def _on_audio_chunk(self, sid: str, data: Any = None) -> None:
-        upload = self._upload(sid, data)
-        if upload is not None:
-            await self._push_audio(sid, *upload)
-
-    async def _on_frame(self, sid: str, data: Any = None) -> None:
-        upload = self._upload(sid, data)
-        if upload is not None:
-            await self._push_frame(sid, *upload)
-
-    async def _on_av_chunk(self, sid: str, data: Any = None) -> None:
-        pid = self.sid_pid.get(sid)
-        if pid is None:
-            return
-        if not isinstance(data, dict):
-            self._count("bad_payloads")
-            return
-        video = data.get("video") or data.get("frame")
-        audio = data.get("audio") or data.get("audio_chunk")
-        if video:
-            raw = payload_bytes(video)
-            if raw is None:
-                self._count("bad_payloads")
-            else:
-                await self._push_frame(sid, pid, raw)
-        if audio:
-            raw = payload_bytes(audio)
-            if raw is None:
-                self._count("bad_payloads")
-            else:
-                await self._push_audio(sid, pid, raw)
-
-    async def _error(self, sid: str, code: str, max_bytes: int, reason: str) -> None:
-        self._count(f"error_{code}")
-        await self.sio.emit("emotion.error", {"code": code, "maxBytes": max_bytes, "reason": reason}, to=sid)
-
-    async def _push_audio(self, sid: str, pid: str, raw: bytes) -> None:
-        if not raw or len(raw) > MAX_AUDIO_BYTES:
-            await self._error(sid, "AUDIO_TOO_LARGE", MAX_AUDIO_BYTES, "empty" if not raw else "too_large")
-            return
-        st = await self._upload_state(sid, pid)
-        if st is None:
-            return
-        if not st.mic:
-            self._count("audio_mic_off")
-            return
-        arrived = self.clock()
-        async with st.audio_lock:  # keeps chunks in order while a container decode runs in a thread
-            pcm = await asyncio.to_thread(decode_audio, raw) if is_container(raw) else decode_audio(raw)
-            if pcm is None:
-                self._count("audio_undecodable")
-                await self._error(sid, "AUDIO_UNDECODABLE", MAX_AUDIO_BYTES, "undecodable")
-                return
-            engine = self.engine
-            if engine is None or not st.mic or self.admitted.get(pid) is not st or self.uploads.get(pid) is not st:
-                return
-            engine.on_audio(pid, pcm, st.clock.audio_time(arrived, pcm.size / SAMPLE_RATE))
-            self._count("audio_chunks")
-
-    async def _push_frame(self, sid: str, pid: str, raw: bytes) -> None:
-        if not raw or len(raw) > MAX_FRAME_BYTES:
-            await self._error(sid, "FRAME_TOO_LARGE", MAX_FRAME_BYTES, "empty" if not raw else "too_large")
-            return
-        st = await self._upload_state(sid, pid)
-        if st is None:
-            return
-        if not st.camera:
-            self._count("frames_camera_off")
-            return
-        now = self.clock()
-        if not st.gate.admit(now):
-            self._count("frames_gated")
-            return
-        media_time = st.clock.video_time(now)
-        if self._decoding >= MAX_CONCURRENT_DECODES:
-            self._count("frames_dropped_busy")
-            return
-        self._decoding += 1
-        try:
-            rgb = await asyncio.to_thread(decode_image, raw)
-        finally:
-            self._decoding -= 1
-        if rgb is None:
-            self._count("frames_undecodable")
-            await self._error(sid, "FRAME_UNDECODABLE", MAX_FRAME_BYTES, "undecodable")
-            return
-        engine = self.engine
-        if engine is None or not st.camera or self.admitted.get(pid) is not st or self.uploads.get(pid) is not st:
-            return
-        if not st.clock.accept_video(media_time):
-            self._count("frames_out_of_order")
-            return
-        engine.on_video_frame(pid, rgb, media_time)
-        self._count("frames")
-
     # -- media state and keepalive ---------------------------------------------------------------
 
     async def _on_media_state(self, sid: str, data: Any = None) -> None:
@@ -574,7 +375,7 @@ class EmotionService:
             # The original's relay path (a host reports a remote participant), but not for a pid
             # bound to another client's credentials.
             target = str(claimed)[:256]
-            if self.pid_sids.get(target) and not _same_credential(self.pid_cred.get(target), self.sid_cred.get(sid)):
+            if self.pid_sids.get(target) and not same_credential(self.pid_cred.get(target), self.sid_cred.get(sid)):
                 self._count("media_state_refused")
                 return
             pid = target
@@ -611,12 +412,3 @@ class EmotionService:
             "uploadAllowance": self.upload_allowance(),
             "counters": dict(self.counters),
         }
-
-
-__all__ = [
-    "MAX_HTTP_BUFFER",
-    "EmotionService",
-    "EmotionServiceOptions",
-    "UploadState",
-    "connection_is_loopback",
-]

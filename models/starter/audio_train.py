@@ -22,21 +22,8 @@ the head pools the normalised sequence. Training replays exactly that per RAVDES
   the normaliser in many states (early, uncertain statistics as well as settled ones); evaluation
   replays each held-out actor once, in the order of ``(seed, actor, 0)``.
 
-Split and fitting: actors in ``test_actors`` are never used for anything but the final report (not
-for the prior, the scaler, the hyper-parameters or the fit). The prior (global mean/std of the
-window features) and the head are fitted on the training actors; the regularisation ``C`` and the
-prior's pseudo-count are chosen on the validation actors (balanced accuracy; ties → the smaller
-``C`` and count); the validation logits returned are that train-only model's (so a temperature
-fitted on them is honest). The shipped head is then refitted with the chosen hyper-parameters on
-training + validation actors (prior included); the test figures are the shipped head's.
-
-For comparison the result also carries the test balanced accuracy with the same hyper-parameters
-but each actor normalised by the statistics of all their windows at once (``whole``), and without
-per-speaker normalisation (``none``: the prior's global z-score only).
-
-Determinism: BLAS and torch run single-threaded during training, the file order per actor depends
-only on (seed, actor), and lbfgs is deterministic, so the same data and seed give bit-identical
-arrays. Extracted features live in memory only.
+Split, hyper-parameter selection, the comparison figures and determinism: docs/starter.md,
+"Training the audio head".
 """
 
 from __future__ import annotations
@@ -280,15 +267,16 @@ def fit_head(pooled: np.ndarray, labels: np.ndarray, c: float, sample_weight: fl
 
 
 def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
-    """Mean recall over the classes present in ``labels``."""
-    recalls = [float(np.mean(pred[labels == k] == k)) for k in range(NUM_CLASSES) if np.any(labels == k)]
-    return float(np.mean(recalls)) if recalls else 0.0
+    """Mean recall over the classes present in ``labels`` (scikit-learn's definition)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(labels, pred)) if len(labels) else 0.0
 
 
 def confusion(labels: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    np.add.at(cm, (labels, pred), 1)
-    return cm
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(labels, pred, labels=np.arange(NUM_CLASSES)).astype(np.int64)
 
 
 def listing_digest(root: Path, files: Sequence[FileFeatures]) -> str:

@@ -1,7 +1,7 @@
 """The starter family's face extractor: MediaPipe landmarks → aligned 64x64 crop → mini-Xception (FER2013).
 
 Per frame: one MediaPipe FaceLandmarker (the reference extractor's options, shared through
-:func:`models.face._create_landmarker`) finds the face mesh; :func:`models.starter.face_crop.aligned_face_crop`
+:class:`models.face.LandmarkerHolder`) finds the face mesh; :func:`models.starter.face_crop.aligned_face_crop`
 levels the eyes and cuts a FER2013-like square; the converted mini-Xception gives the 7 FER2013
 probabilities, which are the frame's face vector (``dim = 7``, in :data:`FER_CLASSES` order). The
 predictor maps them to our six classes with :func:`fer_to_six`.
@@ -12,21 +12,15 @@ manifest is checked); torch, OpenCV and MediaPipe load when an extractor is crea
 
 from __future__ import annotations
 
-import atexit
-import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from models.assets import locate_face_asset
 from models.constants import CLASS_NAMES
-from models.face import FaceResult, _create_landmarker, close_landmarker, validate_rgb
+from models.face import FaceResult, LandmarkerHolder, validate_rgb
 
 if TYPE_CHECKING:
-    from mediapipe.tasks.python.vision import FaceLandmarker
-
     from models.starter.minixception import MiniXception
 
 FER_CLASSES: Final[tuple[str, ...]] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -63,7 +57,7 @@ def fer_to_six(p7: np.ndarray) -> np.ndarray:
     return out
 
 
-class FerFaceExtractor:
+class FerFaceExtractor(LandmarkerHolder):
     """One MediaPipe FaceLandmarker + the aligned crop + mini-Xception: RGB frame → 7 FER probabilities.
 
     **Not thread-safe**: the MediaPipe graph must not be driven from two threads at once (and the
@@ -80,29 +74,25 @@ class FerFaceExtractor:
     def __init__(self, asset_path: Path | str | None = None, *, weights_path: Path | str) -> None:
         from models.starter.minixception import load_minixception
 
-        self.asset_path: Path = locate_face_asset(asset_path)
         self.weights_path = Path(weights_path)
         self.model: MiniXception = load_minixception(self.weights_path)
         if self.model.classes and tuple(self.model.classes) != FER_CLASSES:
             raise ValueError(f"{self.weights_path}: classes {self.model.classes} are not {FER_CLASSES}")
-        self._landmarker: FaceLandmarker | None = _create_landmarker(self.asset_path)
-        self.stats: dict[str, int] = {"frames": 0, "faces": 0, "no_face": 0, "bad_input": 0}
-        _LIVE.add(self)
+        super().__init__(asset_path)
 
     def landmarks_px(self, rgb: np.ndarray) -> np.ndarray | None:
         """MediaPipe's first face mesh in pixel coordinates (x·W, y·H), (478, 2) float32, or ``None``.
 
         Raises ``ValueError`` for input that is not RGB uint8 (:meth:`extract` reports it instead).
         """
-        if self._landmarker is None:
-            raise RuntimeError("FerFaceExtractor is closed")
+        landmarker = self._live_landmarker()
         problem = validate_rgb(rgb)
         if problem is not None:
             raise ValueError(problem)
         import mediapipe as mp
 
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        result = self._landmarker.detect(image)
+        result = landmarker.detect(image)
         if not result.face_landmarks:
             return None
         h, w = rgb.shape[:2]
@@ -110,8 +100,7 @@ class FerFaceExtractor:
 
     def extract(self, rgb: np.ndarray) -> FaceResult:
         """7 FER probabilities (float32, sum 1) for one RGB uint8 frame; bad input/no face as reasons."""
-        if self._landmarker is None:
-            raise RuntimeError("FerFaceExtractor is closed")
+        self._live_landmarker()
         from models.starter.face_crop import aligned_face_crop
 
         self.stats["frames"] += 1
@@ -126,31 +115,3 @@ class FerFaceExtractor:
         crop = aligned_face_crop(rgb, landmarks)
         self.stats["faces"] += 1
         return FaceResult(self.model.predict_proba(crop[None])[0])
-
-    def close(self) -> None:
-        """Release the MediaPipe graph; idempotent and safe at interpreter exit."""
-        landmarker, self._landmarker = self._landmarker, None
-        if landmarker is None:
-            return
-        _LIVE.discard(self)
-        close_landmarker(landmarker)
-
-    def __enter__(self) -> FerFaceExtractor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-_LIVE: weakref.WeakSet[FerFaceExtractor] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_live() -> None:
-    for extractor in list(_LIVE):
-        extractor.close()

@@ -1,4 +1,4 @@
-"""Training: from labelled recordings to a calibrated model bundle (spec 3.1–3.9).
+"""Training: from labelled recordings to a calibrated model bundle (docs/training.md).
 
 The package reuses the live stack instead of copying it: face vectors come from
 :class:`models.face.FaceFeatureExtractor`, audio embeddings from :class:`models.audio.AudioEmbedder`

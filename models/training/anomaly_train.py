@@ -1,4 +1,5 @@
-"""Per-profile anomaly detectors (spec 3.6): StandardScaler → PCA → IsolationForest, threshold on val.
+"""Per-profile anomaly detectors (docs/training.md, "Anomaly detectors"): StandardScaler → PCA → IsolationForest,
+threshold on val.
 
 One detector per profile (both / audio_only / video_only) plus a global fallback fitted on every
 train row. Each is stored as :class:`models.anomaly.AnomalyDetector` with the forest flattened to

@@ -1,4 +1,4 @@
-"""Train-time augmentation and mixup for the transformer (spec 3.8), vectorised over a batch.
+"""Train-time augmentation and mixup for the transformer (docs/training.md, "Transformer"), vectorised over a batch.
 
 All random draws come from one CPU ``torch.Generator`` so that a seed reproduces a run on any
 device; the tensors are moved to the model's device afterwards.

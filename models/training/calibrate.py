@@ -1,4 +1,4 @@
-"""Ensemble calibration on val (spec 3.9): the transformer's temperature and the fusion weight.
+"""Ensemble calibration on val (docs/training.md, "Calibration"): the transformer's temperature and the fusion weight.
 
 **Temperature by NLL.** The original searched T on a grid by *balanced accuracy* of
 ``argmax(softmax(logits / T))``. The argmax does not depend on T > 0, so every grid point scored the

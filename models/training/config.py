@@ -3,7 +3,7 @@
 One :class:`TrainConfig` drives every ``hoovik-bot train`` command. It loads from TOML or JSON
 (:func:`load_config`), takes dotted ``section.key=value`` overrides (:func:`apply_overrides`) and
 rejects unknown keys, so a typo fails loudly instead of silently training with a default. The
-values come from spec 3.5–3.9; where we deliberately differ from the original the field says so.
+values come from docs/training.md, "The recipe"; where we deliberately differ from the original the field says so.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ T = TypeVar("T")
 
 @dataclass
 class ExtractConfig:
-    """Offline feature extraction (spec 3.2–3.4)."""
+    """Offline feature extraction (docs/training.md, "Extraction")."""
 
     audio_clip_s: float | None = 4.0  # pad/truncate the soundtrack to 4 s, as the original did (None: keep all)
-    audio_only_duration_s: float = 4.0  # frame-time span D for clips without video (spec 3.3)
+    audio_only_duration_s: float = 4.0  # frame-time span D for clips without video (docs/training.md, "Extraction")
     workers: int = 2  # clips extracted in parallel (threads; each owns its MediaPipe graph)
     audio_batch: int = 32  # Wav2Vec2 windows per forward
     seed: int = 42  # split seed
@@ -36,7 +36,7 @@ class ExtractConfig:
 
 @dataclass
 class PhaseConfig:
-    """One phase of the transformer recipe (spec 3.8)."""
+    """One phase of the transformer recipe (docs/training.md, "Transformer")."""
 
     epochs: int
     lr: float
@@ -64,7 +64,7 @@ def _phase_c() -> PhaseConfig:
 
 @dataclass
 class AugmentConfig:
-    """Per-sample augmentation of the train loader (spec 3.8)."""
+    """Per-sample augmentation of the train loader (docs/training.md, "Transformer")."""
 
     static_std: float = 0.01  # below this mean temporal std a sequence counts as static
     face_noise: tuple[float, float] = (0.025, 0.06)  # σ for (static, moving) face sequences
@@ -78,7 +78,7 @@ class AugmentConfig:
 
 @dataclass
 class LossConfig:
-    """Focal CE, auxiliary heads, SupCon, triplet and separation terms (spec 3.8)."""
+    """Focal CE, auxiliary heads, SupCon, triplet and separation terms (docs/training.md, "Transformer")."""
 
     focal_gamma: float = 1.0
     label_smoothing: float = 0.077662
@@ -122,7 +122,7 @@ class TransformerTrainConfig:
 
 @dataclass
 class XGBConfig:
-    """Median fill → PCA → XGBoost (spec 3.5)."""
+    """Median fill → PCA → XGBoost (docs/training.md, "XGBoost")."""
 
     pca_components: int = 512  # clamped to min(512, train rows, 8149): PCA cannot have more
     n_estimators: int = 3150
@@ -142,7 +142,7 @@ class XGBConfig:
 
 @dataclass
 class AnomalyConfig:
-    """Per-profile IsolationForest detectors (spec 3.6)."""
+    """Per-profile IsolationForest detectors (docs/training.md, "Anomaly detectors")."""
 
     pca: dict[str, int] = field(
         default_factory=lambda: {"both": 256, "audio_only": 384, "video_only": 64, "global_fallback": 256}
@@ -154,7 +154,7 @@ class AnomalyConfig:
 
 @dataclass
 class CalibrateConfig:
-    """Temperature and fusion weight (spec 3.9, with the temperature actually fitted)."""
+    """Temperature and fusion weight (docs/training.md, "Calibration", with the temperature actually fitted)."""
 
     temperature: str = "nll"  # "nll": minimise val NLL; "fixed": use fixed_temperature
     fixed_temperature: float = 1.0

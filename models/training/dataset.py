@@ -4,7 +4,8 @@ On disk a dataset is a folder with two files and no pickles:
 
 * ``dataset.npz`` — arrays ``face`` (N,10,326) and ``audio`` (N,10,1024) raw float32 embeddings,
   ``face_mask``/``audio_mask`` (N,10) float32 0/1, ``label`` int64, ``profile`` int8 (the
-  structural modality flag, spec 3.1: 0 audio_only, 1 video_only, 2 both), ``split`` int8 (0 train,
+  structural modality flag, docs/training.md, "Inputs and labels": 0 audio_only, 1 video_only, 2 both), ``split``
+  int8 (0 train,
   1 val, 2 test), ``actor``/``corpus``/``clip_id`` unicode strings, and the norm stats
   ``norm.face_mean`` … ``norm.audio_std``;
 * ``dataset.json`` — format and version, the content hash, counts, the actors of each split, the
@@ -12,7 +13,7 @@ On disk a dataset is a folder with two files and no pickles:
 
 Features are stored raw and normalised on use with :class:`models.sequence.NormStats`, the very
 code the live bot normalises with. The norm stats are computed on the train split's valid frames
-only (std + 1e-6, spec 3.4), so nothing about val or test leaks into the inputs.
+only (std + 1e-6, docs/training.md, "Dataset file"), so nothing about val or test leaks into the inputs.
 
 The content hash is a sha256 over the arrays (names, dtypes, shapes and bytes, in name order), not
 over the npz file, whose zip headers carry timestamps: the same data always has the same hash,

@@ -1,4 +1,5 @@
-"""Offline feature extraction: each labelled clip → face and audio sequences with masks (spec 3.2–3.3).
+"""Offline feature extraction: each labelled clip → face and audio sequences with masks (docs/training.md,
+"Extraction").
 
 Per clip, 10 frame times ``linspace(0, D·(1 − 1/10), 10)`` span the video duration D (4 s for
 clips without video). Face: the RGB frame shown at each time goes through
@@ -49,7 +50,7 @@ CACHE_VERSION = 1
 
 
 def frame_times(duration_s: float, n: int = SEQ_LEN) -> np.ndarray:
-    """The offline sampling times: ``linspace(0, D·(1 − 1/n), n)`` (spec 3.2)."""
+    """The offline sampling times: ``linspace(0, D·(1 − 1/n), n)`` (docs/training.md, "Extraction")."""
     return np.linspace(0.0, duration_s * (1.0 - 1.0 / n), n)
 
 

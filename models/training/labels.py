@@ -5,7 +5,8 @@ Class indices are the bundle's (:data:`models.constants.CLASS_NAMES`): 0 angry, 
 
 **RAVDESS fearful/disgust.** RAVDESS names its files ``MM-VC-EE-II-SS-RR-AA`` with emotion ``EE``
 01 neutral, 02 calm, 03 happy, 04 sad, 05 angry, **06 fearful, 07 disgust**, 08 surprised. The
-original's training code mapped 06 → disgust and 07 → fearful (spec 3.1), i.e. it swapped the two
+original's training code mapped 06 → disgust and 07 → fearful (docs/training.md, "Inputs and labels"), i.e. it
+swapped the two
 classes for every RAVDESS sample. We map them as RAVDESS defines them; 08 (surprised) has no Hoovik
 class and is dropped, as in the original.
 
@@ -13,7 +14,7 @@ Actor ids are strings so that a manifest may use any naming. RAVDESS actors keep
 ("1" … "24"); CREMA-D actors get +1000 ("2001" … "2091"), the original's convention, so the two
 corpora can never share an id. Splits are made per corpus anyway (see :mod:`.splits`).
 
-Modality (the structural flag of spec 3.1): RAVDESS ``MM`` 01 → both, 02 → video_only, 03 →
+Modality (the structural flag of docs/training.md, "Inputs and labels"): RAVDESS ``MM`` 01 → both, 02 → video_only, 03 →
 audio_only. CREMA-D and manifests without a ``modality`` column leave it to the streams the file
 holds (video + audio → both, audio only → audio_only, video only → video_only).
 """

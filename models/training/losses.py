@@ -1,4 +1,4 @@
-"""Loss terms of the transformer recipe (spec 3.8), as pure torch functions.
+"""Loss terms of the transformer recipe (docs/training.md, "Transformer"), as pure torch functions.
 
 * :func:`focal_ce` — focal cross-entropy (γ = 1) on label-smoothed, class-weighted CE;
 * :func:`class_weights` — (1/√n_c) normalised to mean 1, times a per-class boost;

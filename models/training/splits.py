@@ -1,7 +1,8 @@
 """Actor-disjoint train/val/test splits, and the dataset checks that run before any training.
 
 A model evaluated on a speaker it was trained on measures memory of that face and voice, not
-emotion recognition, so no actor may appear in two splits. As in the original (spec 3.1), each
+emotion recognition, so no actor may appear in two splits. As in the original (docs/training.md, "Inputs and
+labels"), each
 corpus is split on its own (70/15/15 of its actors, seeded): the corpora differ in recording
 set-up, and splitting them separately keeps both represented in every split.
 """

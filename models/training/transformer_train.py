@@ -1,4 +1,4 @@
-"""The three-phase EmotionTransformer recipe (spec 3.8).
+"""The three-phase EmotionTransformer recipe (docs/training.md, "Transformer").
 
 * **A** — clips with both face and audio only; warm-up + cosine; early stopping on val (both-only).
   The best A model is then measured on the *full* val set: that is the baseline B must beat.

@@ -1,4 +1,4 @@
-"""The tabular branch (spec 3.5): 8,149-d features → median fill → PCA → XGBoost with early stopping.
+"""The tabular branch (docs/training.md, "XGBoost"): 8,149-d features → median fill → PCA → XGBoost with early stopping.
 
 Features come from :func:`models.tabular.build_tabular_features` on the normalised sequences, the
 function the live predictor calls. Two deliberate differences from the original's training script:

@@ -42,11 +42,15 @@ export const checkInvite = (room, token) => call("POST", "/api/invite", { body: 
 export const webConfig = () => call("GET", "/api/web");
 export const launchBot = (room, hostToken) => call("POST", `${roomPath(room)}/bot`, { token: hostToken });
 export const botStatus = (room, hostToken) => call("GET", `${roomPath(room)}/bot`, { token: hostToken });
+export const stopBot = (room, hostToken) => call("DELETE", `${roomPath(room)}/bot`, { token: hostToken });
 
-/** The meeting page for `room`; the token rides in the fragment, which browsers never send to servers. */
-export function meetingLink(room, token) {
+/** The meeting page for `room`; the token rides in the fragment, which browsers never send to servers.
+ *  A host link also says so in its visible part (`&for=host-only`), so nobody mistakes it for a
+ *  guest link; the token alone decides the role. */
+export function meetingLink(room, token, { host = false } = {}) {
   const url = new URL("/meet", location.origin);
   url.searchParams.set("room", room);
+  if (host) url.searchParams.set("for", "host-only");
   url.hash = `token=${encodeURIComponent(token)}`;
   return url.href;
 }

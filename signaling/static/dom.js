@@ -22,8 +22,9 @@ export function show(node, visible = true) {
 }
 
 /** A "Copy" button for the text of `source` (an input or any element). */
-export function copyButton(source, label = "Copy") {
+export function copyButton(source, label = "Copy", accessibleName = "") {
   const button = el("button.copy", { type: "button", text: label });
+  if (accessibleName) button.setAttribute("aria-label", accessibleName);
   button.addEventListener("click", async () => {
     const text = "value" in source ? source.value : source.textContent;
     try {

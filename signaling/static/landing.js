@@ -29,10 +29,10 @@ $("#create-form").addEventListener("submit", async (event) => {
 
 async function showRoom(room) {
   $("#room-title").textContent = room.name || room.roomId;
-  const hostLink = api.meetingLink(room.roomId, room.hostToken);
+  const hostLink = api.meetingLink(room.roomId, room.hostToken, { host: true });
   const input = $("#host-link");
   input.value = hostLink;
-  input.after(copyButton(input));
+  input.after(copyButton(input, "Copy", "Copy your host link"));
   $("#open-meeting").href = hostLink;
   show($("#create"), false);
   show($("#links"));

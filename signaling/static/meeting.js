@@ -31,7 +31,7 @@ class Meeting {
     this.local.mic = stream.getAudioTracks().length > 0;
     this.local.camera = stream.getVideoTracks().length > 0;
     $("#notices").replaceChildren(...problems.map((p) => el("p.notice.media-problem", { text: p.text, dataset: { device: p.device } })));
-    setConn("#conn-signaling", "connecting", "Signaling: connecting…");
+    setConn("#conn-signaling", "connecting", "Connecting…");
     this.socket = new SignalingSocket(api.signalingUrl(), {
       onMessage: (msg) => this.onMessage(msg).catch((err) => console.warn("signaling message failed", msg.type, err)),
       onClose: (err) => this.onClosed(err),
@@ -55,7 +55,7 @@ class Meeting {
     this.selfId = welcome.participantId;
     sessionStorage.setItem(this.pidKey, this.selfId);
     if (welcome.resumeKey) sessionStorage.setItem(`${this.pidKey}:resume`, welcome.resumeKey);
-    setConn("#conn-signaling", "connected", "Signaling: connected");
+    setConn("#conn-signaling", "connected", "In the meeting");
     show($("#prejoin"), false);
     show($("#call"));
     $("#call").dataset.self = this.selfId;
@@ -69,13 +69,24 @@ class Meeting {
     this.updateBotPresence();
     this.ticker = setInterval(() => this.board.tick(), 1000);
     if (this.isHost) {
-      show($("#host-tools"));
-      renderInviteTools($("#host-tools-body"), { room: this.room, hostToken: this.token })
-        .then((tools) => (this.inviteTools = tools))
+      const tools = $("#host-tools");
+      show(tools);
+      show($("#bot-tools"));
+      // Open while the host is alone; folded away once the meeting starts (see addMember).
+      tools.open = this.members.size === 0;
+      renderInviteTools($("#host-tools-body"), { room: this.room, hostToken: this.token, botRoot: $("#bot-tools") })
+        .then((t) => (this.inviteTools = t))
         .catch((err) => {
           $("#host-tools-body").replaceChildren(el("p.error", { text: `Invite links unavailable: ${err.message}` }));
         });
     }
+  }
+
+  /** The meeting has started (someone else or the bot is here): fold the invite tools, once. */
+  meetingStarted() {
+    if (this.started) return;
+    this.started = true;
+    $("#host-tools").open = false;
   }
 
   // -- controls ------------------------------------------------------------------------------------
@@ -112,7 +123,10 @@ class Meeting {
     camBtn.textContent = camBtn.disabled ? "No camera" : camera ? "Stop camera" : "Start camera";
     micBtn.dataset.on = String(mic);
     camBtn.dataset.on = String(camera);
+    micBtn.setAttribute("aria-pressed", String(!micBtn.disabled && !mic));
+    camBtn.setAttribute("aria-pressed", String(!camBtn.disabled && !camera));
     this.tiles.setMedia(this.selfId, mic, camera);
+    this.board.setMedia(this.selfId, mic, camera);
   }
 
   announce() {
@@ -164,10 +178,12 @@ class Meeting {
     this.removeMember(pid);
     const member = { ...p, analysis: p.analysis !== false };
     this.members.set(pid, member);
+    this.meetingStarted();
     if (p.role === "bot") return this.connectBot(pid);
     this.tiles.ensure(pid, p.name);
     this.tiles.setMedia(pid, p.mic, p.camera);
     if (this.isHost) this.board.ensure(pid, p.name, false);
+    this.board.setMedia(pid, p.mic, p.camera);
     this.setAnalysisView(pid, member.analysis);
     const link = this.meshLink(pid, offersTo(this.selfId, pid));
     if (link.offerer) return link.sendOffer();
@@ -225,6 +241,7 @@ class Meeting {
     if (!member) return;
     Object.assign(member, { mic: msg.mic, camera: msg.camera, analysis: msg.analysis !== false });
     this.tiles.setMedia(member.participantId, msg.mic, msg.camera);
+    this.board.setMedia(member.participantId, msg.mic, msg.camera);
     this.setAnalysisView(member.participantId, member.analysis);
   }
 
@@ -235,14 +252,15 @@ class Meeting {
   }
 
   renderBotState(state) {
+    if (this.gone) return; // we left: the bot's links closing is not news
     const text = {
-      none: "Bot: not in the meeting",
-      connecting: "Bot: connecting…",
-      new: "Bot: connecting…",
-      connected: "Bot: connected",
-      disconnected: "Bot: connection interrupted",
-      failed: "Bot: connection failed",
-      closed: "Bot: left",
+      none: "No bot in the meeting",
+      connecting: "Connecting to the bot…",
+      new: "Connecting to the bot…",
+      connected: "Bot connected",
+      disconnected: "Bot connection interrupted",
+      failed: "Bot connection failed",
+      closed: "The bot left",
     }[state];
     setConn("#conn-bot", state, text ?? `Bot: ${state}`);
   }
@@ -250,6 +268,7 @@ class Meeting {
   // -- leaving -------------------------------------------------------------------------------------
 
   teardown() {
+    this.gone = true;
     clearInterval(this.ticker);
     for (const link of [...this.bots.values(), ...this.mesh.values()]) link.close();
     this.bots.clear();
@@ -296,7 +315,7 @@ async function main() {
   $("#room-label").textContent = title;
   $("#prejoin-room").textContent = title;
   $("#prejoin-role").textContent = invite.role === "host"
-    ? "You are the host: you will see everyone's emotion results."
+    ? "You are the host: you will see everyone's emotion results. This link is for you only; invite others with the guest link."
     : "You will see your own emotion results; the host sees them too.";
   const nameInput = $("#name");
   nameInput.value = localStorage.getItem("hoovik:name") ?? "";

@@ -30,7 +30,8 @@ export function showProblem(code, detail = "") {
   show(box);
   show($("#prejoin"), false);
   show($("#call"), false);
-  setConn("#conn-signaling", "closed", "Signaling: not connected");
+  // Not in a meeting: no connection badges (a red "not connected" over an error page only alarms).
+  for (const badge of ["#conn-signaling", "#conn-bot"]) show($(badge), false);
   document.title = `${title} — Hoovik Bot`;
 }
 
@@ -38,4 +39,5 @@ export function setConn(selector, state, text) {
   const node = $(selector);
   node.dataset.state = state;
   node.textContent = text;
+  show(node, true);
 }

@@ -19,44 +19,23 @@ import aiohttp
 import av
 import numpy as np
 import pytest
-import torch
 from prometheus_client.parser import text_string_to_metric_families
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from bot.config import BotConfig
-from bot.results import EmotionResult
+from bot.pipeline.results import EmotionResult
 from bot.runtime import Runtime
 from bot.service import BotService
 from models.audio import AudioEmbedder
 from models.bundle import load_bundle
 from models.constants import SAMPLE_RATE
-from models.hoovik_import import import_hoovik
 from models.predictor import Predictor
 
 
-def tiny_embedder() -> AudioEmbedder:
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=1024,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=256,
-        conv_dim=(32, 32, 32, 32, 32, 32, 32),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
-    extractor = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    )
-    return AudioEmbedder.from_model(extractor, Wav2Vec2Model(config).eval())
-
-
 @pytest.fixture(scope="module")
-def runtime(golden_dir: Path, face_asset: Path, tmp_path_factory: pytest.TempPathFactory) -> Runtime:
-    bundle = load_bundle(import_hoovik(golden_dir / "artifacts", tmp_path_factory.mktemp("b") / "golden"))
-    return Runtime(bundle, Predictor(bundle, torch_threads=1), tiny_embedder(), face_asset, "tiny", False)
+def runtime(golden_bundle_dir: Path, tiny_wav2vec2_dir: Path, face_asset: Path) -> Runtime:
+    bundle = load_bundle(golden_bundle_dir)
+    embedder = AudioEmbedder(str(tiny_wav2vec2_dir))
+    return Runtime(bundle, Predictor(bundle, torch_threads=1), embedder, face_asset, "tiny", False)
 
 
 @pytest.fixture(scope="module")
@@ -215,10 +194,11 @@ async def test_endpoints_before_and_after_the_models_load(
 async def test_telemetry_access_loopback_by_default_bearer_token_and_read_only() -> None:
     """Names and media state are in /stats* and /metrics: loopback by default, a bearer token when
     set, GET only; /health and /ready stay open for probes. Over real HTTP."""
-    from bot.cli import _config, build_parser
+    from bot.cli import build_parser
+    from bot.config import config_from_args
 
     args = build_parser().parse_args(["join", "--hoovik", "http://h:1", "--meeting", "ABC"])
-    assert _config(args).server.http_host == "127.0.0.1"  # no --http-host: this host only
+    assert config_from_args(args).server.http_host == "127.0.0.1"  # no --http-host: this host only
     cfg = BotConfig()
     cfg.server.http_port = 0
     svc = BotService(cfg, telemetry_token="s3cret")

@@ -20,9 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from playwright.sync_api import Browser, Playwright, sync_playwright
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -75,29 +73,6 @@ def fake_media(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         src = media_dir / clip
         media[who] = FakeMedia(make_y4m(src, out / f"{who}.y4m"), make_wav(src, out / f"{who}.wav"))
     return media
-
-
-@pytest.fixture(scope="session")
-def tiny_wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer Wav2Vec2 with the production output width, saved like a hub snapshot."""
-    out = tmp_path_factory.mktemp("w2v2") / "tiny-wav2vec2"
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=1024,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=256,
-        conv_dim=(32, 32, 32, 32, 32, 32, 32),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
-    Wav2Vec2Model(config).save_pretrained(out)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,8 @@ def test_wrong_and_expired_links_get_clear_pages(stack: Stack, page: Page, artif
         page.goto(stack.page(f"/meet?room={room_id}#token={token}"))
         assert problem_page(page) == (code, title), code
         assert page.is_hidden("#prejoin") and page.is_hidden("#call")
+        # No red "not connected" badge over an error page (issue #14 item 7).
+        assert page.is_hidden("#conn-signaling") and page.is_hidden("#conn-bot")
         assert page.evaluate("window.__getUserMediaCalls") == 0, f"{code}: the camera was requested"
         if code == "token_expired":
             assert "Ask the host for a new invite link" in (page.text_content("#problem-text") or "")

@@ -87,7 +87,8 @@ def test_two_browsers_invite_the_bot_and_see_live_results(
     host_link = host.input_value("#host-link")
     invite_link = host.input_value("#invite-link")
     command = host.input_value("#bot-command")
-    room = host_link.split("room=")[1].split("#")[0]
+    room = host_link.split("room=")[1].split("&")[0].split("#")[0]
+    assert "for=host-only" in host_link and "host-only" not in invite_link
     host_token = host_link.split("#token=")[1]
     assert command.startswith("HOOVIK_BOT_TOKEN=")
     assert command.endswith(f" hoovik-bot join --signaling ws://127.0.0.1:8765/ws --room {room}")
@@ -151,9 +152,9 @@ def test_two_browsers_invite_the_bot_and_see_live_results(
     clicked = time.monotonic()
     guest.click("#analysis-toggle")
     assert guest.get_attribute(panel(guest_id), "data-state") == "not-analysed"
-    assert guest.text_content(f"{panel(guest_id)} .status") == "not analysed"
+    assert (guest.text_content(f"{panel(guest_id)} .status") or "").startswith("Not analysed")
     host.wait_for_selector(f'{panel(guest_id)}[data-state="not-analysed"]')
-    assert host.text_content(f"{panel(guest_id)} .status") == "not analysed"
+    assert (host.text_content(f"{panel(guest_id)} .status") or "").startswith("Not analysed")
     assert host.is_visible(f'.tile[data-pid="{guest_id}"] .not-analysed')
     time.sleep(max(0.0, clicked + 1.0 - time.monotonic()))
     stopped_at = bot_participant(stack.bot_stats(room, host_token), guest_id)
@@ -175,3 +176,10 @@ def test_two_browsers_invite_the_bot_and_see_live_results(
     wait_until(lambda: count(guest, guest_id) >= 2, "results after opting back in", 30, logs)
     wait_until(lambda: count(host, guest_id) >= 1, "the host to see them again", info=logs)
     assert host.get_attribute(panel(guest_id), "data-state") != "not-analysed"
+
+    # Each panel shows the rate that actually arrives (issue #14 item 9); the host removes the bot.
+    wait_until(lambda: float(host.get_attribute(f"{panel(host_id)} .rate", "data-rate") or 0) > 0, "a measured rate")
+    host.click("#remove-bot")
+    host.wait_for_selector("#bot-status[data-state=exited]")
+    assert stack.bot_status(room, host_token)["message"] == "stopped by the host"
+    host.wait_for_selector("#conn-bot[data-state=none]")

@@ -90,7 +90,7 @@ def test_command_line_bot_with_an_untrained_bundle_is_flagged_on_every_panel(
     quiet.fill("#name", "Quinn")
     quiet.uncheck("#prejoin-analysis")
     quiet.click("#join-btn")
-    quiet.wait_for_selector("#conn-bot[data-state=connected]")
+    quiet.wait_for_selector("#conn-bot[data-state=connected]", timeout=180_000)  # the bot may still be loading
     quiet_id = quiet.get_attribute("#call", "data-self")
     host.wait_for_selector(f'#panels .panel[data-pid="{quiet_id}"][data-state="not-analysed"]')
     assert quiet.get_attribute(f'#panels .panel[data-pid="{quiet_id}"]', "data-state") == "not-analysed"

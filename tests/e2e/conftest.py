@@ -3,7 +3,7 @@
 The models are the real stack: the golden artefact directory imported into a bundle, MediaPipe
 with the shared face asset, and a tiny Wav2Vec2 that the tests build and save with
 ``save_pretrained`` so the real loading code runs. Peers connect over loopback through aioice's
-host-address hook (``bot.ice.use_loopback_ice``) with no ICE servers.
+host-address hook (``bot.webrtc.ice.use_loopback_ice``) with no ICE servers.
 """
 
 from __future__ import annotations
@@ -18,48 +18,17 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import torch
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from bot.config import BotConfig
-from bot.ice import use_loopback_ice
-from bot.media import ClipMedia, load_clip
+from bot.contrib.clips import ClipMedia, load_clip
+from bot.contrib.simulated import SimulatedParticipant
 from bot.runtime import Runtime, build_runtime
 from bot.service import BotService
-from bot.simulated import SimulatedParticipant
-from models.hoovik_import import import_hoovik
+from bot.webrtc.ice import use_loopback_ice
 from signaling.client import SignalingClient, create_room, mint_invite
 from signaling.server import SignalingServer
 
 CLIPS = ("crema-d/1001_DFA_ANG_XX.flv", "crema-d/1001_DFA_HAP_XX.flv", "ravdess/01-01-01-01-01-01-01.mp4")
-
-
-@pytest.fixture(scope="session")
-def tiny_wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer Wav2Vec2 with the production output width, saved like a hub snapshot."""
-    out = tmp_path_factory.mktemp("w2v2") / "tiny-wav2vec2"
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=1024,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=256,
-        conv_dim=(32, 32, 32, 32, 32, 32, 32),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
-    Wav2Vec2Model(config).save_pretrained(out)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def golden_bundle_dir(golden_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return import_hoovik(golden_dir / "artifacts", tmp_path_factory.mktemp("bundles") / "golden")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bot.simulated import SimulatedParticipant
+from bot.contrib.simulated import SimulatedParticipant
 from signaling.base import JoinRejected, SignalingError
 from signaling.client import SignalingClient
 from signaling.tokens import TokenSigner

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import BotConfig
-from bot.demo import DemoOptions, run_demo
+from bot.contrib.demo import DemoOptions, run_demo
 from models.bundle import load_bundle
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.simulated import ReceivedResult, SimulatedParticipant
+from bot.contrib.simulated import ReceivedResult, SimulatedParticipant
 
 
 def own(sim: SimulatedParticipant) -> list[ReceivedResult]:
@@ -111,7 +111,7 @@ async def test_leaving_frees_the_participant_state(meeting) -> None:
         lambda: (
             "grace" not in engine.participants
             and "grace" not in participant.peers
-            and "grace" not in participant.router.channels
+            and not participant.router.has_channel("grace")
         ),
         timeout=5,
         what="grace's state to be freed",

@@ -27,11 +27,11 @@ import aiohttp
 import pytest_asyncio
 
 from bot.config import BotConfig
-from bot.ice import use_loopback_ice
-from bot.media import ClipMedia
+from bot.contrib.clips import ClipMedia
+from bot.contrib.simulated import SimulatedParticipant
 from bot.runtime import Runtime
 from bot.service import BotService
-from bot.simulated import SimulatedParticipant
+from bot.webrtc.ice import use_loopback_ice
 from signaling.client import ReconnectingClient, ReconnectPolicy, create_room, mint_invite
 
 REPO = Path(__file__).resolve().parents[2]

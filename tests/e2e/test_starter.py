@@ -6,7 +6,7 @@ from collections import Counter
 
 import aiohttp
 
-from bot.simulated import SimulatedParticipant
+from bot.contrib.simulated import SimulatedParticipant
 
 
 def own(sim: SimulatedParticipant) -> list[dict]:

@@ -2,7 +2,7 @@
 
 The models are the same real stack as the e2e tests (the golden artefacts imported into a bundle,
 MediaPipe with the shared face asset, a tiny Wav2Vec2 saved with ``save_pretrained``), built once
-per session here. Peers reach each other over loopback through ``bot.ice.use_loopback_ice``.
+per session here. Peers reach each other over loopback through ``bot.webrtc.ice.use_loopback_ice``.
 Waits are "until X", bounded only so that a bug fails instead of hanging; nothing asserts speed.
 """
 
@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import torch
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -26,12 +24,11 @@ from hoovik_browser import WAIT_S, BrowserPeer, HostUI, wait_until
 from hoovik_relay import HoovikRelay, Store
 
 from bot.config import BotConfig
-from bot.emotion_service import EmotionServiceOptions
-from bot.ice import use_loopback_ice
-from bot.media import ClipMedia, load_clip
+from bot.contrib.clips import ClipMedia, load_clip
 from bot.runtime import Runtime, build_runtime
 from bot.service import BotService
-from models.hoovik_import import import_hoovik
+from bot.uploads.access import EmotionServiceOptions
+from bot.webrtc.ice import use_loopback_ice
 from signaling.hoovik import HoovikOptions, HoovikSession
 
 CLIPS = ("crema-d/1001_DFA_ANG_XX.flv", "crema-d/1001_DFA_HAP_XX.flv")
@@ -41,32 +38,10 @@ CLIPS = ("crema-d/1001_DFA_ANG_XX.flv", "crema-d/1001_DFA_HAP_XX.flv")
 
 
 @pytest.fixture(scope="session")
-def hoovik_w2v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("w2v2") / "tiny-wav2vec2"
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=1024,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=256,
-        conv_dim=(32, 32, 32, 32, 32, 32, 32),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
-    Wav2Vec2Model(config).save_pretrained(out)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def hoovik_bot_config(golden_dir: Path, hoovik_w2v2_dir: Path, face_asset: Path, tmp_path_factory: Any) -> BotConfig:
+def hoovik_bot_config(golden_bundle_dir: Path, tiny_wav2vec2_dir: Path, face_asset: Path) -> BotConfig:
     cfg = BotConfig()
-    cfg.models.bundle = str(import_hoovik(golden_dir / "artifacts", tmp_path_factory.mktemp("bundles") / "golden"))
-    cfg.models.audio_model = str(hoovik_w2v2_dir)
+    cfg.models.bundle = str(golden_bundle_dir)
+    cfg.models.audio_model = str(tiny_wav2vec2_dir)
     cfg.models.face_asset = str(face_asset)
     cfg.models.offline = True
     return cfg

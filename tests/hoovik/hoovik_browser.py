@@ -31,8 +31,8 @@ from typing import Any
 import socketio
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
-from bot.media import ClipAudioTrack, ClipMedia, ClipVideoTrack
-from signaling.client import candidate_from_json
+from bot.contrib.clips import ClipAudioTrack, ClipMedia, ClipVideoTrack
+from bot.webrtc.ice import candidate_from_json
 
 log = logging.getLogger("hoovik_browser")
 

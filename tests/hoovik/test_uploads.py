@@ -24,18 +24,12 @@ from aiohttp import web
 from hoovik_browser import HostUI, wait_until
 
 from bot.config import BotConfig
-from bot.emotion_service import (
-    MAX_AUDIO_BYTES,
-    MAX_FRAME_BYTES,
-    EmotionService,
-    EmotionServiceOptions,
-    decode_audio,
-    decode_image,
-    payload_bytes,
-)
-from bot.results import EmotionResult
+from bot.pipeline.results import EmotionResult
 from bot.runtime import Runtime
 from bot.service import BotService
+from bot.uploads.access import EmotionServiceOptions
+from bot.uploads.codecs import MAX_AUDIO_BYTES, MAX_FRAME_BYTES, decode_audio, decode_image, payload_bytes
+from bot.uploads.endpoint import EmotionService
 
 
 class StubEngine:
@@ -85,11 +79,17 @@ async def endpoint() -> AsyncIterator[Callable[..., Awaitable[Endpoint]]]:
     runners: list[web.AppRunner] = []
     services: list[EmotionService] = []
 
-    async def make(options: EmotionServiceOptions | None = None) -> Endpoint:
+    async def make(
+        options: EmotionServiceOptions | None = None, meeting: Callable[[str], bool] = lambda pid: False
+    ) -> Endpoint:
         clock = Clock()
-        service = EmotionService(options, clock=clock)
         engine = StubEngine()
-        service.engine = engine  # type: ignore[assignment]
+        service = EmotionService(
+            options,
+            clock=clock,
+            engine=lambda: engine,  # type: ignore[arg-type,return-value]
+            is_meeting_participant=meeting,
+        )
         app = web.Application()
         service.attach(app)
         runner = web.AppRunner(app, shutdown_timeout=0.5)
@@ -316,8 +316,7 @@ async def test_frames_gate_no_backpressure_av_chunk_and_media_state(endpoint: An
 async def test_results_go_to_every_socket_of_the_pid_and_meeting_pids_ignore_uploads(
     endpoint: Any, jpeg: bytes
 ) -> None:
-    service, url, engine, _ = await endpoint()
-    service.is_meeting_participant = lambda pid: pid == "u-meeting"
+    service, url, engine, _ = await endpoint(meeting=lambda pid: pid == "u-meeting")
     a1, a2, b = await client(url, "u-a"), await client(url, "u-a"), await client(url, "u-b")
     meeting = await client(url, "u-meeting")
     try:

@@ -23,8 +23,9 @@ from aiohttp import web
 from hoovik_browser import HostUI, wait_until
 from test_uploads import StubEngine, client, endpoint  # noqa: F401  (fixture)
 
-from bot.emotion_service import EmotionService, EmotionServiceOptions, connection_is_loopback
-from bot.results import EmotionResult
+from bot.pipeline.results import EmotionResult
+from bot.uploads.access import EmotionServiceOptions, connection_is_loopback
+from bot.uploads.endpoint import EmotionService
 
 CHUNK = (np.zeros(1600, dtype=np.float32) + 0.01).tobytes()
 
@@ -216,8 +217,8 @@ def test_host_address() -> Iterator[str]:
 
 
 async def serve(options: EmotionServiceOptions, host: str) -> tuple[EmotionService, str, web.AppRunner]:
-    service = EmotionService(options)
-    service.engine = StubEngine()  # type: ignore[assignment]
+    engine = StubEngine()
+    service = EmotionService(options, engine=lambda: engine)  # type: ignore[arg-type,return-value]
     app = web.Application()
     service.attach(app)
     runner = web.AppRunner(app, shutdown_timeout=0.5)

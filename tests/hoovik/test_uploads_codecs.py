@@ -22,10 +22,10 @@ from hoovik_browser import wait_until
 from test_uploads import client, endpoint, jpeg, speech_16k  # noqa: F401  (fixtures)
 
 from bot.config import BotConfig
-from bot.emotion_service import EmotionServiceOptions, decode_audio
 from bot.runtime import Runtime
 from bot.service import BotService
-from bot.uploads.codecs import MAX_AUDIO_CHANNELS, resample_linear
+from bot.uploads.access import EmotionServiceOptions
+from bot.uploads.codecs import MAX_AUDIO_CHANNELS, decode_audio, resample_linear
 
 RATES = (8000, 11025, 22050, 44100, 48000, 96000)
 LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}

@@ -22,9 +22,9 @@ from PIL import Image
 from test_uploads import client, endpoint, jpeg, speech_16k  # noqa: F401  (fixtures)
 
 from bot.config import BotConfig
-from bot.emotion_service import EmotionServiceOptions
 from bot.runtime import Runtime
 from bot.service import BotService
+from bot.uploads.access import EmotionServiceOptions
 from bot.uploads.timing import AUDIO_MAX_LAG_S, FRAME_BURST, FrameGate, MediaClock
 
 CHUNK_S = 0.1

@@ -160,6 +160,24 @@ def test_missing_hub_model_offline_gives_clear_error(tmp_path: Path, monkeypatch
     assert str(cache) in message and "hoovik-bot models fetch" in message
 
 
+def test_unreachable_hub_fails_at_once_with_the_offline_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online mode with no network: one refused connection, not a minute of hub retries."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connecting is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(AssetNotFoundError) as info:
+        load_wav2vec2("no-such-org/no-such-model", cache_dir=tmp_path, offline=False)
+    message = str(info.value)
+    assert "unreachable" in message and "(online)" in message
+    assert "shipped starter bundle" in message and "--allow-untrained" in message
+
+
 def test_missing_local_folder_offline_gives_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AssetNotFoundError, match="hoovik-bot models fetch"):
         load_wav2vec2("no-such-org/no-such-model", cache_dir=tmp_path, offline=True)

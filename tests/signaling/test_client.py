@@ -9,6 +9,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from bot.webrtc.ice import candidate_from_json, candidate_to_json
 from signaling.base import (
     Disconnected,
     PeerJoined,
@@ -21,8 +22,6 @@ from signaling.base import (
 from signaling.client import (
     SignalingClient,
     SignalingHTTPError,
-    candidate_from_json,
-    candidate_to_json,
     create_room,
     mint_invite,
 )

@@ -276,7 +276,7 @@ async def test_room_key_is_required_when_configured(make_server: Any) -> None:
             await create_room(server.url, "x", room_key=key)
         assert err.value.status == 401
     room_id, _ = await create_room(server.url, "x", room_key="k-0123456789")
-    assert server.hub.has_room(room_id)
+    assert server.hub.room_exists(room_id)
 
 
 def test_serve_takes_a_room_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,7 +322,7 @@ async def test_slowloris_is_capped_per_address_and_timed_out(make_server: Any, m
     for _, writer in conns:
         writer.close()
     room_id, _ = await create_room(server.url, "and from the flooder's address again")  # slots are free
-    assert server.hub.has_room(room_id)
+    assert server.hub.room_exists(room_id)
 
 
 async def test_total_connection_cap(make_server: Any) -> None:

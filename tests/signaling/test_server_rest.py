@@ -35,7 +35,7 @@ async def test_create_room(server: Any, http: aiohttp.ClientSession) -> None:
     assert body["wsUrl"] == server.ws_url
     claims = TokenSigner(SECRET).verify(body["hostToken"], room=body["roomId"])
     assert claims.role == "host"
-    assert server.hub.has_room(body["roomId"])
+    assert server.hub.room_exists(body["roomId"])
 
 
 async def test_create_room_without_body(server: Any, http: aiohttp.ClientSession) -> None:
@@ -58,7 +58,7 @@ async def test_room_key_guards_room_creation(make_server: Any) -> None:
         await create_room(server.url, "x")
     assert err.value.status == 401
     room_id, _ = await create_room(server.url, "x", room_key="k-123")
-    assert server.hub.has_room(room_id)
+    assert server.hub.room_exists(room_id)
 
 
 async def test_room_limit(make_server: Any) -> None:

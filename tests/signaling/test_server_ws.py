@@ -439,9 +439,9 @@ async def test_room_is_freed_when_everyone_left(room: Any, join: Any, until: Any
     host = await join(room, "host", "host")
     alice = await join(room, "alice", "participant")
     await alice.close()
-    assert hub.has_room(room.id)  # the host is still there
+    assert hub.room_exists(room.id)  # the host is still there
     await host.close()
-    await until(lambda: not hub.has_room(room.id))
+    await until(lambda: not hub.room_exists(room.id))
     assert hub.room_count == 0
     assert hub.stats.rooms_freed == 1
     async with http.get(
@@ -459,13 +459,13 @@ async def test_empty_room_waits_out_the_grace_period(make_server: Any, make_room
     host = await join(room, "host", "host")
     await host.close()
     await join(room, "host", "host")  # a reconnect within the grace period finds the room
-    assert server.hub.has_room(room.id)
+    assert server.hub.room_exists(room.id)
 
 
 async def test_unjoined_room_expires_after_room_ttl(make_server: Any, make_room: Any, until: Any) -> None:
     server = await make_server(room_ttl_s=0.05)
     room = await make_room(server)
-    await until(lambda: not server.hub.has_room(room.id))
+    await until(lambda: not server.hub.room_exists(room.id))
 
 
 async def test_server_shutdown_tells_clients(make_server: Any, make_room: Any, join: Any, events: Any) -> None:

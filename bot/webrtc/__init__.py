@@ -1,0 +1,1 @@
+"""WebRTC glue: one peer connection per remote person, track readers, result routing and ICE."""
