@@ -30,12 +30,15 @@ if TYPE_CHECKING:
 
 # Modules that contribute subcommands: each has ``add_parser(subparsers)``, which registers its
 # parser with ``set_defaults(handler=fn)``, where ``fn(args) -> int`` runs the command.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("bot.replay.cli", "bot.contrib.loadgen", "models.training.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "bot.replay.cli",
+    "bot.contrib.loadgen",
+    "bot.cluster.cli",
+    "models.training.cli",
+)
 
 
 # Kept only until bot/cluster/cli.py imports add_model_flags/config_from_args from bot.config.
-_config = config_from_args
-_add_model_flags = add_model_flags
 
 
 def serve_config(args: argparse.Namespace) -> ServerConfig:
@@ -47,7 +50,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from signaling.launcher import BotLauncherConfig, local_launcher
+    from signaling.launcher import BotLauncherConfig, LauncherFactory, local_launcher
     from signaling.server import SignalingServer
 
     secret = (args.secret or os.environ.get("HOOVIK_SECRET") or "").encode() or secrets.token_bytes(32)
@@ -62,13 +65,24 @@ async def _serve(args: argparse.Namespace) -> int:
             idle_stop_s=args.bot_idle_s,
             startup_timeout_s=args.bot_startup_timeout_s,
         )
+    factory: LauncherFactory | None = None
+    if args.redis:
+        if launcher is not None:
+            raise SystemExit("hoovik-bot serve: give --redis or --bot-command, not both")
+        from bot.cluster.launcher import redis_launcher_factory
+
+        factory = redis_launcher_factory(args.redis, signaling_url=args.bot_signaling_url)
+    elif launcher is not None:
+        factory = local_launcher(launcher)
     config = serve_config(args)
-    server = SignalingServer(secret, config, bot_launcher=None if launcher is None else local_launcher(launcher))
+    server = SignalingServer(secret, config, bot_launcher=factory)
     await server.start(args.host, args.port)
     for line in server.listening_lines():
         print(line, flush=True)
     if config.create_room_key is not None:
         print("creating rooms needs the room key (Authorization: Bearer <key>)", flush=True)
+    if args.redis:
+        print('bot launcher: "Add the bot" queues a job for the bot workers on Redis', flush=True)
     if launcher is not None:
         print(f"bot launcher: up to {launcher.max_bots} bots, each: {shlex.join(launcher.command)} …", flush=True)
     await _wait_for_signal()
@@ -325,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         "$HOOVIK_BOT_TOKEN",
     )
     p.add_argument("--max-bots", type=int, default=2, help="bots the launcher runs at once (default 2)")
+    p.add_argument(
+        "--redis", metavar="URL", help="'Add the bot' queues jobs for bot workers on this Redis (docs/scale.md)"
+    )
+    p.add_argument(
+        "--bot-signaling-url", metavar="URL", help="with --redis: this server's ws URL as the workers reach it"
+    )
     p.add_argument(
         "--bot-idle-s", type=float, default=120.0, help="stop a launched bot left alone in its room this long"
     )

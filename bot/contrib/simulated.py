@@ -104,7 +104,10 @@ class SimulatedParticipant:
                     # The bot's fallback when our data channel is not open.
                     self._record(ev.payload, "signaling")
                 elif isinstance(ev, PeerLeft) and ev.peer_id == self.bot_id:
+                    # Offer again when a bot comes back (a restart, or a cluster failover under the
+                    # same id), as the meeting page does.
                     await self._close_pc()
+                    self.bot_id = None
                 elif isinstance(ev, Disconnected):
                     return
             except Exception:
