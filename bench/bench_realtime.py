@@ -66,8 +66,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bot.cli", *args]
+def _cli(*args: str, verbose: bool = False) -> list[str]:
+    return [sys.executable, "-m", "bot.cli", *(["-v"] if verbose else []), *args]
 
 
 async def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -145,7 +145,7 @@ async def run_once(
         if args.config:
             join += ["--config", args.config]
         t_load = time.time()
-        bot = subprocess.Popen(_cli(*join), cwd=REPO, stdout=bot_log, stderr=subprocess.STDOUT)
+        bot = subprocess.Popen(_cli(*join, verbose=args.verbose), cwd=REPO, stdout=bot_log, stderr=subprocess.STDOUT)
         await _wait_http(f"http://127.0.0.1:{http_port}/ready", 300, bot)
         print(f"[N={participants}] bot pid {bot.pid} ready in {time.time() - t_load:.1f} s", flush=True)
         out_json = log_dir / f"loadgen-{participants}.json"
@@ -195,6 +195,7 @@ def check(summary: dict[str, Any], min_rate: float) -> dict[str, Any]:
     drift = summary.get("e2eDrift", {})
     rss = summary.get("resources", {}).get("botRssMiB", {})
     rate = summary.get("rate", {}).get("min", 0.0)
+    mean_rate = summary.get("rate", {}).get("mean", 0.0)
     first = drift.get("p50FirstThird", 0.0)
     rise = drift.get("p50LastThird", 0.0) - first
     allowed = max(MAX_THIRDS_RISE_MS, MAX_THIRDS_RISE_FRACTION * first)
@@ -210,6 +211,12 @@ def check(summary: dict[str, Any], min_rate: float) -> dict[str, Any]:
             f"{rss.get('maxDeviationPct')} %",
             rss.get("maxDeviationPct", 1e9) <= MAX_RSS_DEVIATION_PCT,
         ),
+        # Overload must be graceful: nobody disconnected, nobody below half the mean rate.
+        "no peer connection lost": (summary.get("connectionsLost"), summary.get("connectionsLost") == 0),
+        "slowest >= half the mean rate": (
+            f"{rate} vs mean {mean_rate}",
+            mean_rate > 0 and rate >= 0.5 * mean_rate,
+        ),
     }
 
 
@@ -217,7 +224,7 @@ def report(runs: list[dict[str, Any]]) -> str:
     lines = [
         f"{'N':>3} {'spk':>3} {'prec':>5} {'s':>5} {'min/s':>6} {'mean/s':>6} {'e2e p50':>8} {'e2e p95':>8} "
         f"{'e2e max':>8} {'bot p50':>8} {'drift':>7} {'RSS dev':>7} {'CPU%':>6} {'oth%':>5} {'thr-':>4} {'drops':>5} "
-        f"{'load1':>6}",
+        f"{'load1':>6} {'lost':>4} {'lag max':>7} {'udp drops':>9}",
     ]
     for s in runs:
         o = s["options"]
@@ -234,7 +241,9 @@ def report(runs: list[dict[str, Any]]) -> str:
             f"{res.get('botRssMiB', {}).get('maxDeviationPct', float('nan')):>6.2f}% "
             f"{res.get('botCpuPercent', {}).get('mean', float('nan')):>6.1f} "
             f"{res.get('otherCpuPercent', {}).get('mean', float('nan')):>5.1f} {thr:>4} {drops:>5} "
-            f"{res.get('load1', {}).get('mean', float('nan')):>6.2f}"
+            f"{res.get('load1', {}).get('mean', float('nan')):>6.2f} {s.get('connectionsLost', '?'):>4} "
+            f"{((s.get('bot') or {}).get('loop') or {}).get('maxMs', float('nan')):>7} "
+            f"{((s.get('bot') or {}).get('udp') or {}).get('drops', '?'):>9}"
         )
     return "\n".join(lines)
 
@@ -333,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--log-dir")
     p.add_argument("--json")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--verbose", action="store_true", help="INFO logs from the bot (aiortc/aioice connection events) in its log"
+    )
     args = p.parse_args(argv)
     return asyncio.run(main_async(args))
 

@@ -163,9 +163,14 @@ async def _serve(args: argparse.Namespace) -> None:
     from bot.config import BotConfig
     from bot.service import BotService
     from bot.uploads.access import EmotionServiceOptions
+    from models.assets import cache_dir
+    from models.untrained import ensure_production_bundle
 
     cfg = BotConfig.load(None)
-    cfg.models.bundle, cfg.models.audio_model = args.bundle, args.audio_model
+    # "reference": the production-size reference bundle (untrained weights, the real cost), as
+    # bench_realtime.py uses; "starter" or a bundle folder as ``--bundle`` takes them.
+    bundle = str(ensure_production_bundle(cache_dir() / "bundles")) if args.bundle == "reference" else args.bundle
+    cfg.models.bundle, cfg.models.audio_model = bundle, args.audio_model
     cfg.models.audio_precision = args.precision
     cfg.server.http_port = int(args.serve)
     options = EmotionServiceOptions(max_upload_participants=64, upload_share=1.0)

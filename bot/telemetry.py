@@ -35,6 +35,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from bot.live.engine import Engine
+from bot.live.loadguard import udp_receive_backlog
 from bot.pipeline.results import EmotionResult
 
 MODALITIES = ("audio_only", "video_only", "both")
@@ -126,6 +127,30 @@ class EngineCollector(Collector):
         events.add_metric(["decrease"], snap["throttle"]["decreases"])
         events.add_metric(["recover"], snap["throttle"]["recoveries"])
         yield events
+        causes = CounterMetricFamily("hoovik_throttle_decreases", "Sampling-rate decreases by cause", labels=["cause"])
+        seen = snap["throttle"].get("decreaseCauses", {})
+        for cause in sorted({"face_queue", "late_steps", "loop_lag", *seen}):
+            causes.add_metric([cause], seen.get(cause, 0))
+        yield causes
+        loop = snap.get("loop") or {}
+        lag = GaugeMetricFamily(
+            "hoovik_event_loop_lag_seconds",
+            "How late the asyncio loop (WebRTC, ICE consent, the engine's tick) ran a timer, worst of the last second",
+        )
+        lag.add_metric([], float(loop.get("lagMs", 0.0)) / 1000)
+        yield lag
+        udp = udp_receive_backlog()
+        if udp is not None:
+            queued = GaugeMetricFamily(
+                "hoovik_udp_receive_queue_bytes", "Bytes waiting unread on the bot's UDP sockets (WebRTC media, ICE)"
+            )
+            queued.add_metric([], udp["queuedBytes"])
+            yield queued
+            dropped = CounterMetricFamily(
+                "hoovik_udp_receive_drops", "Datagrams the kernel dropped because a bot UDP socket was full"
+            )
+            dropped.add_metric([], udp["drops"])
+            yield dropped
 
         drops = CounterMetricFamily("hoovik_dropped", "Work dropped because a bounded queue was full", labels=["kind"])
         for kind in ("face_dropped", "audio_dropped", "inference_dropped"):
@@ -225,6 +250,9 @@ class Telemetry:
                 "rssBytes": int(self._process.memory_info().rss),
                 "cpuPercent": round(self._process.cpu_percent(None), 1),
                 "threads": self._process.num_threads(),
+                # Unread bytes on this process's UDP sockets and the datagrams dropped when full:
+                # a loop behind its sockets, which is what makes ICE consent checks fail.
+                "udp": udp_receive_backlog(),
             }
 
     def stats(self) -> dict[str, Any]:
@@ -237,10 +265,14 @@ class Telemetry:
             "overall": self.latency.summary("overall"),
             "ready": self.ready,
             "participants": snap["participants"],
+            "participantsBelowTarget": snap.get("participantsBelowTarget", 0),
+            "targetResultsPerSecond": snap.get("targetResultsPerSecond"),
             "queues": snap.get("queues", {}),
             "pools": snap.get("pools", {}),
             "samplingFps": snap.get("samplingFps"),
             "throttle": snap.get("throttle", {}),
+            # How late the asyncio loop runs its timers (the loop that keeps peers connected).
+            "loop": snap.get("loop", {}),
             "vad": snap.get("vad", {}),
             "counters": snap.get("counters", {}),
             "process": self.process_stats(),

@@ -233,6 +233,9 @@ def summarise(
             "pools": {k: {kk: v.get(kk) for kk in POOL_KEYS} for k, v in (final_stats.get("pools") or {}).items()},
             "overall": final_stats.get("overall"),
             "model": final_stats.get("model"),
+            "loop": final_stats.get("loop"),
+            "udp": (final_stats.get("process") or {}).get("udp"),
+            "participantsBelowTarget": final_stats.get("participantsBelowTarget"),
             "participantDrops": {p["participantId"]: p.get("drops", {}) for p in final_stats.get("participants", [])},
             "participants": {
                 p["participantId"]: {k: p.get(k) for k in ("profile", "resultsPerSecond", "latencyMs", "counters")}
@@ -251,6 +254,8 @@ def summarise(
         "measuredS": round(window, 1),
         "participants": rows,
         "rate": {"min": round(min(rates), 3), "mean": round(float(np.mean(rates)), 3)} if rates else {},
+        # Peer connections not "connected" when the run ended (closed by ICE consent, DTLS, ...).
+        "connectionsLost": sum(1 for r in rows if r["pcState"] != "connected"),
         "botSideMs": _pct(all_bot),
         "e2eMs": _pct(all_e2e),
         "e2eDrift": _drift(e2e_times, all_e2e),
@@ -266,7 +271,14 @@ def summarise(
             for s in monitor.samples[:: max(1, len(monitor.samples) // 120)]
         ],
         "throttleSeries": [
-            {"t": round(t, 1), "fps": (s.get("throttle") or {}).get("fps"), "queues": s.get("queues")}
+            {
+                "t": round(t, 1),
+                "fps": (s.get("throttle") or {}).get("fps"),
+                "queues": s.get("queues"),
+                "loopLagMs": (s.get("loop") or {}).get("windowMaxMs"),
+                "belowTarget": s.get("participantsBelowTarget"),
+                "udpQueuedBytes": ((s.get("process") or {}).get("udp") or {}).get("queuedBytes"),
+            }
             for t, s in monitor.stats
         ],
         "bot": bot,
@@ -317,8 +329,15 @@ def format_summary(s: dict[str, Any]) -> str:
         t = bot.get("throttle") or {}
         c = bot.get("counters") or {}
         drops = {k: v for k, v in c.items() if k.endswith("_dropped")}
+        loop = bot.get("loop") or {}
         lines.append(
-            f"throttle: fps {t.get('fps')} decreases {t.get('decreases')} recoveries {t.get('recoveries')}; "
+            f"connections lost {s.get('connectionsLost')}; event-loop lag max {loop.get('maxMs')} ms, "
+            f"last 5 s p95 {loop.get('p95Ms')} ms; participants below target {bot.get('participantsBelowTarget')}; "
+            f"UDP receive drops {(bot.get('udp') or {}).get('drops')}"
+        )
+        lines.append(
+            f"throttle: fps {t.get('fps')} decreases {t.get('decreases')} {t.get('decreaseCauses') or ''} "
+            f"recoveries {t.get('recoveries')}; "
             f"drops {drops or 0}; vad gated {c.get('vad_gated', 0)}, silent {c.get('audio_silent', 0)}"
         )
         for name, p in (bot.get("pools") or {}).items():

@@ -51,6 +51,13 @@ import numpy as np
 
 from bot.config import EngineConfig
 from bot.live.groups import Cohort, PhaseGrid
+from bot.live.loadguard import (
+    COMPUTE_NICE,
+    LOOP_LAG_LIMIT_S,
+    SWITCH_INTERVAL_S,
+    LoopLagMonitor,
+    shorten_gil_switch_interval,
+)
 from bot.live.state import ParticipantState
 from bot.live.stats import engine_snapshot, participant_stats
 from bot.live.step import StepRunner
@@ -90,6 +97,9 @@ class Engine(StepRunner):
     ``vad`` optionally replaces the speech detector factory (tests inject fakes); gating is on
     when ``config.vad`` is true, with Silero VAD at ``config.vad_threshold`` by default.
     ``phase_slots`` and ``group_size`` override the config's scheduler tunables (tests).
+    ``compute_nice`` is added to the pool threads' OS nice value, ``gil_switch_s`` shortens the GIL
+    hand-off interval when the engine starts (None: leave it), ``loop_lag_limit_s`` is the loop lag
+    that counts as overload (see :mod:`bot.live.loadguard`).
     """
 
     def __init__(
@@ -110,6 +120,9 @@ class Engine(StepRunner):
         face_wait_s: float | None = None,
         batch_hold_s: float | None = None,
         group_size: int | None = None,
+        compute_nice: int = COMPUTE_NICE,
+        gil_switch_s: float | None = SWITCH_INTERVAL_S,
+        loop_lag_limit_s: float = LOOP_LAG_LIMIT_S,
     ) -> None:
         self.config = config
         # What the bundle declares: extractor dims, the audio window, one normaliser per participant.
@@ -155,6 +168,7 @@ class Engine(StepRunner):
             max_pending=max(2 * self.group_size, 4 * config.face_queue_limit),
             init=f_init,
             teardown=f_teardown,
+            nice=compute_nice,
         )
         self.vad_enabled = bool(config.vad)
         self.audio_pool: BatchWorkerPool[AudioJob, AudioOutput] = BatchWorkerPool(
@@ -164,6 +178,7 @@ class Engine(StepRunner):
             max_batch=config.audio_max_batch,
             max_pending=64,
             init=audio_stage_init(config.vad_threshold if self.vad_enabled else None, vad),
+            nice=compute_nice,
         )
         self.inference_pool: BatchWorkerPool[InferenceJob, Prediction] = BatchWorkerPool(
             "inference",
@@ -171,7 +186,11 @@ class Engine(StepRunner):
             threads=config.inference_threads,
             max_batch=config.inference_max_batch,
             max_pending=128,
+            nice=compute_nice,
         )
+        # How late the loop runs its timers: a lagging loop is overload, like a late step.
+        self.loop_lag = LoopLagMonitor(clock, limit_s=loop_lag_limit_s)
+        self.gil_switch_s = gil_switch_s
         self.counters: dict[str, int] = {}
         self._late_since_observe = 0
         self._task: asyncio.Task[None] | None = None
@@ -181,6 +200,9 @@ class Engine(StepRunner):
 
     async def start(self) -> None:
         if self._task is None:
+            if self.gil_switch_s is not None:
+                shorten_gil_switch_interval(self.gil_switch_s)
+            self.loop_lag.start()
             self._task = asyncio.create_task(self._run(), name="engine-tick")
 
     async def stop(self) -> None:
@@ -189,6 +211,7 @@ class Engine(StepRunner):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.loop_lag.stop()
         for t in list(self._steps):
             t.cancel()
         if self._steps:
@@ -336,8 +359,11 @@ class Engine(StepRunner):
                 # the sampling rate comes down for everyone together.
                 # One late step is noise (a slow face, a long batch); a quarter of the meeting late
                 # since the last group is the engine falling behind.
+                # A loop that runs its timers late is the first sign of compute starving the thread
+                # that keeps peers connected (loadguard): less sampling before it starves.
                 behind = self._late_since_observe >= max(2, len(self.participants) // 4)
-                self.throttle.observe(self.face_pool.depth, now, overloaded=behind)
+                cause = "loop_lag" if self.loop_lag.lagging(now) else "late_steps" if behind else None
+                self.throttle.observe(self.face_pool.depth, now, overloaded=cause is not None, cause=cause)
                 self._late_since_observe = 0
                 cohort = Cohort(self.audio_pool, self.inference_pool, self.batch_hold_s)
             task = asyncio.create_task(self._step(st, cohort), name=f"step-{st.pid}")

@@ -67,6 +67,7 @@ def participant_stats(engine: Engine, st: ParticipantState) -> dict[str, Any]:
 
 def engine_snapshot(engine: Engine) -> dict[str, Any]:
     t = engine.throttle
+    now = engine.clock()
     participants = [participant_stats(engine, st) for st in engine.participants.values()]
     return {
         "participants": participants,
@@ -90,9 +91,12 @@ def engine_snapshot(engine: Engine) -> dict[str, Any]:
             "queueLimit": t.queue_limit,
             "throttled": t.throttled,
             "decreases": t.decreases,
+            "decreaseCauses": dict(t.causes),
             "recoveries": t.recoveries,
             "events": [e.to_dict() for e in list(t.events)[-20:]],
         },
+        # How late the asyncio loop (WebRTC, consent checks, the tick) runs its timers.
+        "loop": engine.loop_lag.snapshot(now),
         "vad": {"enabled": engine.vad_enabled, "threshold": engine.config.vad_threshold},
         "counters": dict(engine.counters),
     }

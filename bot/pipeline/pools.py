@@ -10,13 +10,20 @@ of them before the others are queued: they run in one batch (split only at ``max
 
 Pending work is bounded: ``submit`` raises :class:`PoolFull` instead of queueing without limit,
 and the caller counts the drop.
+
+``nice`` lowers the OS priority of a pool's threads (and of the threads their ``init`` starts,
+MediaPipe's and torch's, which inherit it): the live engine runs its compute below the asyncio
+loop, so that above capacity compute slows down instead of the loop that keeps peers connected
+(docs/engine.md, "Overload that stays connected").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -33,6 +40,32 @@ _STOP = object()
 # The busy fraction covers this much recent time, from at most this many recent batches.
 BUSY_WINDOW_S = 5.0
 RECENT_BATCHES = 2048
+
+
+def lower_thread_priority(nice: int) -> int | None:
+    """Raise the calling thread's nice value by ``nice`` (capped at 19); return the new value.
+
+    Linux schedules threads, so ``setpriority`` on the native thread id acts on this thread alone.
+    None where there is no per-thread priority (not Linux) or ``nice`` is 0. Raising a nice value
+    needs no privilege but can't be undone, which is why only threads that do nothing but compute
+    call this.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return None
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except OSError as exc:  # a sandbox without setpriority: run at the normal priority
+        log.warning("could not lower the priority of %s: %s", threading.current_thread().name, exc)
+        return None
+
+
+def thread_nice() -> int | None:
+    """The calling thread's nice value (None off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
 class PoolFull(RuntimeError):
@@ -94,6 +127,7 @@ class BatchWorkerPool(Generic[Req, Res]):
         max_pending: int = 64,
         init: Callable[[], Any] | None = None,
         teardown: Callable[[Any], None] | None = None,
+        nice: int = 0,
     ) -> None:
         if threads < 1 or max_batch < 1 or max_pending < 1:
             raise ValueError("threads, max_batch and max_pending must be >= 1")
@@ -111,6 +145,9 @@ class BatchWorkerPool(Generic[Req, Res]):
         self._lock = threading.Lock()
         self._closed = False
         self.stats = PoolStats()
+        self.nice = nice
+        # The nice value each thread ended up with (None: unchanged), for telemetry and tests.
+        self.thread_nice: dict[str, int | None] = {}
         self._ready = threading.Barrier(threads + 1)
         self._init_errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(threads)]
@@ -185,6 +222,7 @@ class BatchWorkerPool(Generic[Req, Res]):
             out.update(
                 {
                     "threads": len(self._threads),
+                    "nice": max((n for n in self.thread_nice.values() if n is not None), default=None),
                     "maxBatch": self.max_batch,
                     "maxPending": self.max_pending,
                     "pending": self._pending,
@@ -217,6 +255,8 @@ class BatchWorkerPool(Generic[Req, Res]):
 
     def _run(self) -> None:
         state: Any = None
+        # Before init, so that the threads init starts (MediaPipe's, torch's) inherit the priority.
+        self.thread_nice[threading.current_thread().name] = lower_thread_priority(self.nice)
         try:
             state = self._init() if self._init else None
         except BaseException as exc:  # reported to the constructor

@@ -22,9 +22,16 @@ class ThrottleEvent:
     kind: str  # "decrease" | "recover"
     fps: float
     queue_depth: int
+    cause: str | None = None  # of a decrease: "face_queue", or the caller's ("late_steps", "loop_lag")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"t": round(self.time, 3), "kind": self.kind, "fps": round(self.fps, 3), "queueDepth": self.queue_depth}
+        return {
+            "t": round(self.time, 3),
+            "kind": self.kind,
+            "fps": round(self.fps, 3),
+            "queueDepth": self.queue_depth,
+            "cause": self.cause,
+        }
 
 
 class SamplingThrottle:
@@ -62,21 +69,26 @@ class SamplingThrottle:
         self.events: deque[ThrottleEvent] = deque(maxlen=max_events)
         self.decreases = 0
         self.recoveries = 0
+        # Decreases by cause, so that /stats says why the rate came down.
+        self.causes: dict[str, int] = {}
 
-    def observe(self, queue_depth: int, now: float, *, overloaded: bool = False) -> float:
+    def observe(self, queue_depth: int, now: float, *, overloaded: bool = False, cause: str | None = None) -> float:
         """Feed the current face-queue depth; returns the sampling rate to use.
 
         ``overloaded``: the engine fell behind elsewhere (a step still running when the next one was
-        due), which counts like a face queue over the limit: fewer frames leave more CPU to the rest.
+        due, or the asyncio loop running late; ``cause`` names it), which counts like a face queue
+        over the limit: fewer frames leave more CPU to the rest.
         """
         if overloaded or queue_depth > self.queue_limit:
+            why = (cause or "overloaded") if overloaded else "face_queue"
             self._calm_since = None
             # One decrease per recovery interval, so a single burst does not floor the rate.
             if self.fps > self.min_fps and now - self._last_change >= self.recover_after_s / 2:
                 self.fps = max(self.min_fps, self.fps * self.decrease)
                 self._last_change = now
                 self.decreases += 1
-                self._record(ThrottleEvent(now, "decrease", self.fps, queue_depth))
+                self.causes[why] = self.causes.get(why, 0) + 1
+                self._record(ThrottleEvent(now, "decrease", self.fps, queue_depth, why))
             return self.fps
         if queue_depth <= self.queue_limit // 2:
             if self._calm_since is None:

@@ -17,6 +17,10 @@ with :class:`Disconnected` — when the meeting is really over for the bot. Peer
 depend on signaling once up, so they are kept (and results keep flowing on their data channels)
 until the peer leaves or its connection fails. :meth:`BotParticipant.run` returns the end reason.
 
+A loop that falls behind its sockets under overload must not lose peers that still answer: each
+connection's ICE consent check follows RFC 7675's 30 s expiry (:mod:`bot.webrtc.consent`) instead
+of aioice's 0.5 s single-shot check.
+
 Engine participants are keyed by ``peer_id``; :meth:`BotParticipant.result_id` gives the identity
 results are reported under (``PeerJoined.user_id`` when the signaling layer has one, as Hoovik does).
 """
@@ -34,6 +38,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 
 from bot.live.engine import Engine
+from bot.webrtc.consent import tolerate_late_consent
 from bot.webrtc.ice import candidate_from_json
 from bot.webrtc.router import ResultRouter
 from bot.webrtc.tracks import read_audio, read_video
@@ -221,6 +226,8 @@ class BotParticipant:
         async with peer.lock:
             try:
                 await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=ev.sdp, type="offer"))
+                # Before ICE connects: a loop that runs late must not close peers that still answer.
+                tolerate_late_consent(peer.pc)
                 for cand in peer.pending_candidates:
                     await self._add_candidate(peer, cand)
                 peer.pending_candidates.clear()

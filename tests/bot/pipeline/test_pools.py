@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from bot.pipeline.pools import BatchWorkerPool, PoolClosed, PoolFull
+from bot.pipeline.pools import BatchWorkerPool, PoolClosed, PoolFull, lower_thread_priority, thread_nice
 
 
 class Recorder:
@@ -166,3 +167,36 @@ async def test_cancelled_requests_are_skipped() -> None:
 def test_bad_sizes_are_rejected() -> None:
     with pytest.raises(ValueError):
         BatchWorkerPool("t", lambda s, r: list(r), threads=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+async def test_pool_threads_and_the_threads_they_start_run_below_the_caller() -> None:
+    """``nice`` lowers the pool threads' OS priority before ``init`` runs, so the threads a model
+    starts there (MediaPipe's, torch's) inherit it; the caller (the asyncio loop) keeps its own."""
+    base = thread_nice()
+    assert base is not None
+    started: list[int | None] = []
+
+    def init() -> None:
+        # A model's own worker thread, started from init like MediaPipe's dispatcher.
+        t = threading.Thread(target=lambda: started.append(thread_nice()))
+        t.start()
+        t.join()
+
+    pool: BatchWorkerPool[Any, int | None] = BatchWorkerPool(
+        "niced", lambda _s, reqs: [thread_nice() for _ in reqs], threads=2, init=init, nice=5
+    )
+    try:
+        seen = await asyncio.gather(*(pool.submit(i) for i in range(4)))
+    finally:
+        pool.close()
+    expected = min(19, base + 5)
+    assert set(seen) == {expected}
+    assert started == [expected, expected]
+    assert set(pool.thread_nice.values()) == {expected}
+    assert pool.snapshot()["nice"] == expected
+    assert thread_nice() == base  # the caller's thread is untouched
+
+
+def test_lowering_priority_is_a_no_op_at_zero() -> None:
+    assert lower_thread_priority(0) is None
