@@ -1,18 +1,22 @@
 """Side by side with the original emotion service: the same Socket.IO upload load against either.
 
-The load is what Hoovik's host browser sends (hoovik-spec.md is not in this repository; the rules
+The load is what Hoovik's host browser sends (docs/hoovik.md describes its emotion-service client; the rules
 are restated here): per participant one socket with ``auth.participantId``, a 100 ms float32 chunk
 of 16 kHz speech every 100 ms (``audio_chunk``) and a 720x540 JPEG (quality 82) every 200 ms
 (``emotion.frame``), participants staggered by 80 ms. Every participant speaks and shows a face,
 so every result should say ``both``.
 
 Reported per participant count: results/s (mean and slowest), the share of results that said
-``both``, the service's own ``latencyMs`` (p50/p95) and, when the service reports it, the
-processing time alone. **The two services define ``latencyMs`` differently**: the original counts
-embedding + inference of one pump iteration; this project counts from the arrival of the newest
-input a result used to the result (input age included), and reports embedding + inference as
-``processingMs``. Compare ``processingMs`` (ours) with ``latencyMs`` (original) for processing,
-and results/s and the ``both`` share as they are. CPU is the service process's, from psutil.
+``both``, ``audio_only`` and ``video_only`` (which modality dropped out), the service's own
+``latencyMs`` (p50/p95) and, when the service reports it, the processing time alone. **The two
+services define ``latencyMs`` differently**: the original counts embedding + inference of one pump
+iteration; this project counts from the arrival of the newest input a result used to the result
+(input age included), and reports embedding + inference as ``processingMs``. Compare
+``processingMs`` (ours) with ``latencyMs`` (original) for processing, and results/s and the
+``both`` share as they are. CPU is the service process's, from psutil. Against this project it
+also prints the engine's counters for the bench's participants (late and skipped steps, throttled
+faces, windows embedded, gated, late or skipped while one was in flight) and the sampling fps,
+from ``/stats/json``: why a modality dropped out.
 
 Against this project (starts the endpoint in a child process)::
 
@@ -39,6 +43,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,24 +126,55 @@ async def run_load(url: str, n: int, duration: float, warmup: float, media: tupl
     cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
     await asyncio.gather(*senders)
     cpu = (sum(proc.cpu_times()[:2]) - cpu0) / duration if proc else float("nan")
+    engine = _engine_counters(url, {p.pid for p in parts})
     for p in parts:
         await p.client.disconnect()
-    rates, both, lat, proc_ms = [], [], [], []
+    rates, lat, proc_ms = [], [], []
+    profiles: Counter[str] = Counter()
     for p in parts:
         kept = [m for t, m in p.results if measure_from <= t <= stop]
         rates.append(len(kept) / duration)
-        both.extend(m["result"]["modality"] == "both" for m in kept)
+        profiles.update(str(m["result"]["modality"]) for m in kept)
         lat.extend(float(m["latencyMs"]) for m in kept if m.get("latencyMs") is not None)
         proc_ms.extend(float(m["processingMs"]) for m in kept if m.get("processingMs") is not None)
     return {
         "participants": n,
         "rate_mean": round(statistics.fmean(rates), 2),
         "rate_min": round(min(rates), 2),
-        "both_share": round(sum(both) / len(both), 3) if both else float("nan"),
+        "both_share": _share(profiles, "both"),
+        "audio_only_share": _share(profiles, "audio_only"),
+        "video_only_share": _share(profiles, "video_only"),
         "latency_ms": _pct(lat),
         "processing_ms": _pct(proc_ms),
         "server_cpu_cores": round(cpu, 2),
+        "engine": engine,
     }
+
+
+def _share(profiles: Counter[str], key: str) -> float:
+    total = sum(profiles.values())
+    return round(profiles[key] / total, 3) if total else float("nan")
+
+
+ENGINE_COUNTERS = ("steps_late", "steps_skipped", "face_throttled", "face_busy", "face_late", "faces",
+                   "audio_embedded", "audio_busy", "audio_late", "vad_gated", "results")  # fmt: skip
+
+
+def _engine_counters(url: str, pids: set[str]) -> dict[str, Any] | None:
+    """This project's engine counters for the bench's participants (why a modality dropped out:
+    late or skipped steps, throttled or busy faces, audio still in flight, VAD), summed over them,
+    and the sampling fps. None for a service without ``/stats/json`` in this shape (the original)."""
+    try:
+        with urllib.request.urlopen(f"{url}/stats/json", timeout=5) as r:
+            stats = json.load(r)
+        rows = [p for p in stats["participants"] if p["participantId"] in pids]
+    except Exception:
+        return None
+    total: Counter[str] = Counter()
+    for row in rows:
+        total.update({k: int(v) for k, v in row.get("counters", {}).items() if k in ENGINE_COUNTERS})
+    fps = [float(p.get("samplingFps", 0.0)) for p in rows]
+    return {"counters": dict(sorted(total.items())), "sampling_fps": round(min(fps), 2) if fps else None}
 
 
 def _free_port() -> int:
@@ -213,12 +250,17 @@ def main() -> int:
         if child is not None:
             child.terminate()
             child.wait(20)
-    print(f"\n{'N':>3} {'res/s mean':>10} {'min':>6} {'both':>6} {'latency p50':>12} {'p95':>7} "
+    print(f"\n{'N':>3} {'res/s mean':>10} {'min':>6} {'both':>6} {'audio_only':>10} {'video_only':>10} "
+          f"{'latency p50':>12} {'p95':>7} "
           f"{'processing p50':>15} {'p95':>7} {'CPU cores':>9}")  # fmt: skip
     for r in rows:
         print(f"{r['participants']:>3} {r['rate_mean']:>10} {r['rate_min']:>6} {r['both_share']:>6} "
+              f"{r['audio_only_share']:>10} {r['video_only_share']:>10} "
               f"{r['latency_ms']['p50']:>12} {r['latency_ms']['p95']:>7} {r['processing_ms']['p50']:>15} "
               f"{r['processing_ms']['p95']:>7} {r['server_cpu_cores']:>9}")  # fmt: skip
+    for r in rows:
+        if r.get("engine"):
+            print(f"N={r['participants']} engine: {json.dumps(r['engine'])}")
     if len(rows) > 1:
         base = rows[0]
         print(f"ratios to N={base['participants']}: " + ", ".join(

@@ -10,7 +10,8 @@ Thread map (see docs/engine.md):
 Scheduling. Every participant has a step every ``result_interval_s`` (0.3 s) on a fixed phase.
 A step queues a face job (the face thread takes the newest received frame when it *starts* the
 job, so time spent queued never ages the frame) and the newest 0.6 s of audio (audio pool), waits
-for both (the face for at most ``face_wait_s``), then submits its predictor inputs. Sampling at
+for both (the face for at most ``face_wait_s``, the window for at most ``audio_wait_s``), then
+submits its predictor inputs. Sampling at
 the step, rather than on an independent 5 fps clock, is what keeps results fresh: the newest
 frame a result uses is at most one frame interval old when its face job starts, instead of up to
 a whole sampling period older (up to 200 ms, ~100 ms on average, at 5 fps). It is also what the
@@ -118,6 +119,7 @@ class Engine(StepRunner):
         wall_clock: Callable[[], float] = time.time,
         phase_slots: int | None = None,
         face_wait_s: float | None = None,
+        audio_wait_s: float | None = None,
         batch_hold_s: float | None = None,
         group_size: int | None = None,
         compute_nice: int = COMPUTE_NICE,
@@ -144,6 +146,10 @@ class Engine(StepRunner):
         # A step waits for its face at most this long after it started; a later face counts
         # from the next step (the step never stalls on a slow face pool).
         self.face_wait_s = self.interval / 2 if face_wait_s is None else face_wait_s
+        # The same bound for the step's audio window: a speaker's step must not wait for a slow
+        # Wav2Vec2 forward while a silent participant's does not (fairness under load); a later
+        # embedding joins the sequence when it lands and keeps the audio current meanwhile.
+        self.audio_wait_s = self.face_wait_s if audio_wait_s is None else audio_wait_s
         # Splitting a group's predictor call costs a whole extra call (the cost hardly depends on
         # the batch size), so the first ready member waits for the others: they are bounded by the
         # face wait, and the hold only covers scheduling slack beyond it.

@@ -1,11 +1,14 @@
 """One step of one participant on the live engine: sample, wait for features, predict, emit.
 
 A step queues a face job (the face thread takes the newest received frame when it *starts* the
-job), takes the newest audio window into its cohort's audio batch, waits for both (the face for
-at most ``face_wait_s``), then submits its predictor inputs to its cohort's predictor batch and
-emits the result. Every rule it applies is the step core's (:mod:`bot.pipeline`): the sampling
-credit and audio-window rule, the freshness rules, sequence assembly and result building, the same
-code replay runs on the media clock.
+job), takes the newest audio window into its cohort's audio batch (unless the participant's
+previous window is still in flight), waits for both, the face for at most ``face_wait_s`` and the
+window for at most ``audio_wait_s``, then submits its predictor inputs to its cohort's predictor
+batch and emits the result. Features that come back later join the sequence when they land (their
+done callbacks), so a speaker whose Wav2Vec2 forward is slow keeps the same step rate as a silent
+participant (docs/engine.md, "Profiles and speakers under load"). Every rule it applies is the
+step core's (:mod:`bot.pipeline`): the sampling credit and audio-window rule, the freshness rules,
+sequence assembly and result building, the same code replay runs on the media clock.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from bot.config import EngineConfig
 from bot.live.groups import Cohort
@@ -41,6 +45,7 @@ class StepRunner:
     features: FeaturePlan
     interval: float
     face_wait_s: float
+    audio_wait_s: float
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
     on_result: Callable[[EmotionResult], None]
@@ -70,19 +75,23 @@ class StepRunner:
         batch = cohort.infer_audio if audio is not None else cohort.infer_plain
         member = batch.join()
         try:
+            # Both waits are bounded: a step whose window or face is slow predicts with the features
+            # it has, and the late one joins the sequence when it lands (its done callback). A
+            # speaker's step thus costs no more than a silent participant's under load.
             if audio is not None:
-                await self._finish_audio(st, *audio)
-            if face_fut is not None and not face_fut.done():
-                remaining = start + self.face_wait_s - self.clock()
-                if remaining > 0:
-                    await asyncio.wait({face_fut}, timeout=remaining)
-                if not face_fut.done():
-                    st.count("face_late")
+                audio_fut, apply_audio = audio
+                # Not a throttle cause: measured, it cost faces (and latency) without giving the
+                # audio more windows (docs/engine.md, "Profiles and speakers under load").
+                await self._bounded_wait(audio_fut, start + self.audio_wait_s, st, "audio_late")
+                if audio_fut.done():
+                    apply_audio(audio_fut)  # before the freshness check, whatever ran first
+            if face_fut is not None:
+                await self._bounded_wait(face_fut, start + self.face_wait_s, st, "face_late")
             if self.participants.get(st.pid) is not st or not st.analysed:
                 return
-            # Freshness is judged at the step's start, on what had arrived by then (features carry
-            # the start of the step that sampled them), never on how late the step finishes: a busy
-            # engine must not turn a participant whose streams both flow into "voice only".
+            # Freshness is judged on what has come back, never on how late the step runs or what is
+            # still in flight (bot.pipeline.freshness): a busy engine must not turn a participant
+            # whose streams both flow into "voice only" or "video only".
             face_active, audio_active = st.features.activity(
                 start,
                 camera_on=st.camera_on,
@@ -111,6 +120,19 @@ class StepRunner:
         if self.participants.get(st.pid) is not st or not st.analysed:
             return
         self._emit(st, pred, face_active, audio_active, used, start)
+
+    async def _bounded_wait(self, fut: asyncio.Future[Any], deadline: float, st: ParticipantState, late: str) -> bool:
+        """Wait for ``fut`` until ``deadline`` (engine clock); count ``late`` and return False if it
+        is not done by then."""
+        if fut.done():
+            return True
+        remaining = deadline - self.clock()
+        if remaining > 0:
+            await asyncio.wait({fut}, timeout=remaining)
+        if not fut.done():
+            st.count(late)
+            return False
+        return True
 
     def _sample_face(self, st: ParticipantState, now: float) -> asyncio.Future[FaceOutput] | None:
         """Take the newest frame for the face pool, if the camera is live and the throttle allows."""
@@ -152,6 +174,7 @@ class StepRunner:
             return
         if fut.exception() is not None:
             st.count("face_errors")
+            st.features.miss_face(sampled_at)
             return
         out = fut.result()
         if out.vector is not None and not (st.camera_on and st.analysed):
@@ -161,46 +184,65 @@ class StepRunner:
 
     def _submit_audio(
         self, st: ParticipantState, now: float, cohort: Cohort
-    ) -> tuple[asyncio.Future[AudioOutput], AudioWindow, float] | None:
-        """Queue the newest window, unless the stream is stale, too short or digital silence."""
+    ) -> tuple[asyncio.Future[AudioOutput], Callable[[asyncio.Future[AudioOutput]], None]] | None:
+        """Queue the newest window, unless the stream is stale, too short or digital silence, or
+        this participant's previous window is still in flight (``audio_busy``: a newer window
+        would only queue behind it, and the one in flight keeps the audio current).
+
+        Returns the future and the function that applies its output (idempotent: the future's done
+        callback and the step both call it, whichever comes first applies it)."""
         if not (st.mic_on and st.analysed) or not stream_fresh(
             True, st.audio_last_wall, now, self.config.modality_stale_s
         ):
+            return None
+        if st.audio_in_flight > 0:
+            st.count("audio_busy")
             return None
         window, silent = take_audio_window(st.audio_ring, self.features.min_audio_samples, self.features.window_samples)
         if silent:
             st.count("audio_silent")
             self._count("audio_silent")
+            st.features.miss_audio(now)  # digital silence: a window without speech
         if window is None:
             return None
         fut = cohort.audio.add(
             cohort.audio.join(), AudioJob(st.pid, window.samples, window.end_media_time, window.end_wall_time)
         )
         st.audio_in_flight += 1
-        return fut, window, now
+        applied = False
 
-    async def _finish_audio(
+        def apply(done: asyncio.Future[AudioOutput]) -> None:
+            nonlocal applied
+            if not applied:
+                applied = True
+                self._audio_done(st, done, window, now)
+
+        fut.add_done_callback(apply)
+        return fut, apply
+
+    def _audio_done(
         self, st: ParticipantState, fut: asyncio.Future[AudioOutput], window: AudioWindow, sampled_at: float
     ) -> None:
-        try:
-            out = await fut
-        except asyncio.CancelledError:
-            raise
-        except (PoolFull, PoolClosed):
+        st.audio_in_flight -= 1
+        if self.participants.get(st.pid) is not st or fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, (PoolFull, PoolClosed)):
+            # Dropped for load: no evidence about the voice, so it does not age the audio.
             st.count("audio_dropped")
             self._count("audio_dropped")
             return
-        except Exception:
+        if exc is not None:
             st.count("audio_errors")
+            st.features.miss_audio(sampled_at)
             return
-        finally:
-            st.audio_in_flight -= 1
-        if self.participants.get(st.pid) is not st or not st.mic_on or not st.analysed:
+        if not st.mic_on or not st.analysed:
             return
+        out = fut.result()
         st.speech_prob = out.speech_prob
         if out.vector is not None:
             st.speech_last = self.clock()
-        # The step that took the window stamps the embedding (see _step_inner).
+        # The step that took the window stamps the embedding, however late it came back.
         key = st.features.add_audio(out, window.end_media_time, window.end_wall_time, sampled_at)
         st.count(key)
         if key == "vad_gated":

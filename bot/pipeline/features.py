@@ -3,7 +3,8 @@
 The live engine and replay both keep a :class:`Features` per participant. A face vector or an audio
 embedding that comes back from its pool is applied with :meth:`Features.add_face` /
 :meth:`Features.add_audio`, stamped with the step that sampled it (so that a late result never
-looks fresher than the step that took its input). At each step :meth:`Features.activity` applies
+looks fresher than the step that took its input); an attempt that came back without one is a
+*miss* (:meth:`Features.miss_audio` for windows never sent). At each step :meth:`Features.activity` applies
 the freshness rules of :mod:`bot.pipeline.freshness` and :meth:`Features.job` assembles the
 predictor inputs (:func:`models.sequence.assemble_inputs`).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config import EngineConfig
-from bot.pipeline.freshness import audio_max_age, face_max_age, modality_live
+from bot.pipeline.freshness import audio_live, face_live, face_max_age
 from bot.pipeline.stages import AudioOutput, FaceOutput, InferenceJob
 from models.extractors import REFERENCE_AUDIO, REFERENCE_FACE
 from models.family import FeaturePlan
@@ -47,6 +48,10 @@ class Features:
 
     ``*_step``: the time of the step that sampled the newest vector (freshness); ``*_media``: its
     media time; ``*_captured``: when its input was received (wall clock live, media time in replay).
+    ``face_missed``: whether an attempt since the newest face vector came back without a face;
+    ``audio_first_miss`` / ``audio_last_miss``: the steps of the first and the newest window since
+    the newest embedding that made none (VAD, digital silence, an error). Only misses age a feature
+    (:mod:`bot.pipeline.freshness`); a late, skipped or in-flight step does not.
     """
 
     face_seq: RollingSequence
@@ -58,6 +63,9 @@ class Features:
     audio_step: float | None = None
     audio_media: float = 0.0
     audio_captured: float = 0.0
+    face_missed: bool = False
+    audio_first_miss: float | None = None
+    audio_last_miss: float | None = None
 
     @classmethod
     def new(cls, plan: FeaturePlan, seq_len: int) -> Features:
@@ -72,10 +80,12 @@ class Features:
         which frame it analysed only on the face thread).
         """
         if out.vector is None:
+            self.miss_face(step)
             return f"face_{out.reason or 'none'}"
         media = media_time if out.media_time is None else out.media_time
         self.face_seq.append(out.vector, media)
         self.face_step = step
+        self.face_missed = False
         self.face_media = media
         self.face_captured = captured if out.wall_time is None else out.wall_time
         return "faces"
@@ -84,21 +94,39 @@ class Features:
         """Apply an audio-pool output; returns ``audio_embedded`` or ``vad_gated`` (no speech: nothing
         is embedded, so the audio modality ages like a dropped stream)."""
         if out.vector is None:
+            self.miss_audio(step)
             return "vad_gated"
         self.norm.observe_audio(out.vector)
         self.audio_seq.append(out.vector, end_media)
         self.audio_step = step
+        self.audio_first_miss = self.audio_last_miss = None
         self.audio_media = end_media
         self.audio_captured = end_captured
         return "audio_embedded"
 
+    def miss_face(self, step: float) -> None:
+        """The face job of the step at ``step`` came back without a face (or failed)."""
+        if self.face_step is None or step >= self.face_step:
+            self.face_missed = True
+
+    def miss_audio(self, step: float) -> None:
+        """The window of the step at ``step`` made no embedding (no speech, digital silence, an
+        error); a miss older than the newest embedding says nothing."""
+        if self.audio_step is not None and step < self.audio_step:
+            return
+        if self.audio_first_miss is None:
+            self.audio_first_miss = step
+        self.audio_last_miss = max(step, self.audio_last_miss or step)
+
     def clear_face(self) -> None:
         self.face_seq.clear()
         self.face_step = None
+        self.face_missed = False
 
     def clear_audio(self) -> None:
         self.audio_seq.clear()
         self.audio_step = None
+        self.audio_first_miss = self.audio_last_miss = None
 
     def activity(
         self,
@@ -111,19 +139,20 @@ class Features:
         config: EngineConfig,
         sampling_fps: float,
     ) -> tuple[bool, bool]:
-        """``(face_active, audio_active)`` at the step starting at ``now``."""
+        """``(face_active, audio_active)`` at the step starting at ``now``, on what has come back."""
         stale = config.modality_stale_s
-        face = modality_live(
-            camera_on, video_last, self.face_step, len(self.face_seq), now, stale, face_max_age(stale, sampling_fps)
-        )
-        audio = modality_live(
-            mic_on,
-            audio_last,
-            self.audio_step,
-            len(self.audio_seq),
+        face = face_live(
+            camera_on,
+            video_last,
+            self.face_step,
+            len(self.face_seq),
             now,
             stale,
-            audio_max_age(stale, config.result_interval_s),
+            face_max_age(stale, sampling_fps),
+            self.face_missed,
+        )
+        audio = audio_live(
+            mic_on, audio_last, len(self.audio_seq), now, stale, self.audio_first_miss, self.audio_last_miss
         )
         return face, audio
 

@@ -341,6 +341,7 @@ class Replayer:
                     face = await step.face
                 except Exception:
                     rec.count("face_errors")
+                    features.miss_face(now)
                 else:
                     rec.count(features.add_face(face, sample.media_time, sample.media_time, now))
             window = step.plan.window
@@ -350,8 +351,11 @@ class Replayer:
                     audio = (await step.chunk.future)[step.row]
                 except Exception:
                     rec.count("audio_errors")
+                    features.miss_audio(now)
                 else:
                     rec.count(features.add_audio(audio, window.end_media_time, window.end_media_time, now))
+            elif step.plan.silent:
+                features.miss_audio(now)  # digital silence makes no embedding: a miss, as live
             face_active, audio_active = features.activity(
                 now,
                 camera_on=True,

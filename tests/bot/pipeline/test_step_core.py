@@ -90,6 +90,67 @@ def test_features_stamp_the_step_that_sampled_them() -> None:
     assert len(f.face_seq) == 0 and f.face_step is None
 
 
+def _live(
+    f: Features, now: float, video_last: float | None = None, audio_last: float | None = None
+) -> tuple[bool, bool]:
+    """Activity at ``now`` with both streams delivering up to ``now`` unless told otherwise."""
+    return f.activity(
+        now,
+        camera_on=True,
+        mic_on=True,
+        video_last=now if video_last is None else video_last,
+        audio_last=now if audio_last is None else audio_last,
+        config=CFG,
+        sampling_fps=1.0,
+    )
+
+
+def test_only_misses_age_a_feature_never_late_skipped_or_in_flight_steps() -> None:
+    """docs/engine.md, "Profiles and speakers under load": judged by what came back."""
+    plan = _plan()
+    f = Features.new(plan, CFG.seq_len)
+    face, audio = np.ones(plan.face_dim, np.float32), np.ones(plan.audio_dim, np.float32)
+    f.add_face(FaceOutput(face, None, 0.0, 0.0), 0.0, 0.0, 0.0)
+    f.add_audio(AudioOutput(audio, None, 0.9), 0.0, 0.0, 0.0)
+    # Steps skipped, faces throttled (1 fps: max age 2.5 s), windows in flight: 10 s later, both.
+    assert _live(f, 10.0) == (True, True)
+    # Steps 0.9 s apart (an engine running late): one window without speech is a pause...
+    f.miss_audio(0.9)
+    assert _live(f, 0.9) == (True, True)
+    # ...two of them 0.9 s apart are silence (they span more than modality_stale_s).
+    f.miss_audio(1.8)
+    assert _live(f, 1.8) == (True, False)
+    f.add_audio(AudioOutput(audio, None, 0.9), 2.1, 2.1, 2.1)
+    assert _live(f, 2.1) == (True, True)
+    # A miss older than the newest embedding says nothing.
+    f.miss_audio(1.9)
+    assert f.audio_first_miss is None
+    # A frame without a face: from then on the face vector ages as before (2.5 s at 1 fps).
+    f.add_face(FaceOutput(None, "no_face"), 0.0, 0.0, 2.4)
+    assert _live(f, 2.4) == (True, True)
+    assert _live(f, 2.6) == (False, True)
+    # A stream that stops arriving drops out within modality_stale_s, whatever its features.
+    f.add_face(FaceOutput(face, None, 3.0, 3.0), 0.0, 0.0, 3.0)
+    assert _live(f, 3.5, video_last=3.0) == (False, True)
+    assert _live(f, 3.5, audio_last=3.0) == (True, False)
+
+
+def test_at_an_attempt_every_period_the_rule_is_the_old_age_rule() -> None:
+    """Normal load and replay: the first miss comes one period after the embedding, and the audio
+    drops exactly when the embedding is older than modality_stale_s + one period (0.7 s)."""
+    plan = _plan()
+    f = Features.new(plan, CFG.seq_len)
+    f.add_face(FaceOutput(np.ones(plan.face_dim, np.float32), None, 0.0, 0.0), 0.0, 0.0, 0.0)
+    f.add_audio(AudioOutput(np.ones(plan.audio_dim, np.float32), None, 0.9), 0.0, 0.0, 0.0)
+    seen = []
+    for k in range(1, 5):
+        now = round(k * CFG.result_interval_s, 6)
+        f.add_audio(AudioOutput(None, "no_speech", 0.1), now, now, now)
+        seen.append(_live(f, now)[1])
+        assert seen[-1] == (now <= CFG.modality_stale_s + CFG.result_interval_s)
+    assert seen == [True, True, False, False]
+
+
 def _prediction(probs: list[float] | None) -> Prediction:
     arr = None if probs is None else np.asarray(probs, np.float32)
     status = "ok" if probs is not None else "error"
