@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import sys
 import time
@@ -43,11 +42,9 @@ CLIP_NAMES = (
 
 def default_media() -> list[Path]:
     """Real clips from the shared media folder beside the checkout, when it is there."""
-    roots = []
-    if os.environ.get("HOOVIK_SHARED"):
-        roots.append(Path(os.environ["HOOVIK_SHARED"]) / "media")
-    roots.append(Path(__file__).resolve().parents[2] / "shared" / "media")
-    roots.append(Path.cwd().parent / "shared" / "media")
+    from models.assets import shared_dir
+
+    roots = [shared_dir() / "media", Path.cwd().parent / "shared" / "media"]
     for root in roots:
         found = [root / name for name in CLIP_NAMES if (root / name).is_file()]
         if found:

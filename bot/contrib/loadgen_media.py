@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -235,11 +234,9 @@ def find_media(sources: Sequence[str] | None) -> list[Path]:
 
 
 def _default_media_roots() -> list[Path]:
-    bases = []
-    if os.environ.get("HOOVIK_SHARED"):
-        bases.append(Path(os.environ["HOOVIK_SHARED"]) / "media")
-    bases.append(Path(__file__).resolve().parents[2] / "shared" / "media")
-    for base in bases:
+    from models.assets import shared_dir
+
+    for base in (shared_dir() / "media",):
         roots = [base / "crema-d", base / "ravdess"]
         if any(r.is_dir() for r in roots):
             return roots

@@ -69,9 +69,19 @@ def test_clips_are_encoded_once_into_decodable_packets(media_dir: Path) -> None:
     assert len(silence) == 10
 
 
-def test_find_media_defaults_to_the_shared_clips(media_dir: Path) -> None:
+def test_find_media_defaults_to_the_shared_clips(media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no --media, loadgen and demo find the shared clips: via $HOOVIK_SHARED, and without it
+    beside the checkout (the folder the tests' media_dir comes from when the variable is unset)."""
+    from bot.contrib.demo import default_media
+
     found = find_media([str(media_dir / "crema-d"), str(media_dir / "ravdess")])
     assert {p.suffix for p in found} <= {".flv", ".mp4"} and len(found) >= 3
+    monkeypatch.setenv("HOOVIK_SHARED", str(media_dir.parent))
+    assert set(find_media([])) == set(found) and len(default_media()) == 3
+    if media_dir.parent.resolve() == (Path(__file__).resolve().parents[3].parent / "shared").resolve():
+        monkeypatch.delenv("HOOVIK_SHARED")
+        assert {p.resolve() for p in find_media([])} == {p.resolve() for p in found}
+        assert all(p.is_relative_to(media_dir.resolve()) for p in (q.resolve() for q in default_media()))
 
 
 @pytest.fixture
