@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,35 @@ class Cluster:
     async def wait_ready(self, *workers: Proc, timeout: float = 120.0) -> None:
         for w in workers:
             await self.wait_for(lambda w=w: ": ready" in w.tail(), timeout, f"{w.name} to load its models", proc=w)
+
+    async def run_meetings(
+        self, n_workers: int, min_results: int
+    ) -> tuple[dict[str, Proc], dict[str, dict[str, Any]], dict[str, str], str, list[str]]:
+        """``n_workers`` workers (capacity 2) running one meeting each, with results flowing.
+
+        Returns (workers by name, each job's record, room by job id, the worker with the most jobs, its jobs):
+        the set-up of the failover and drain tests, which then take that worker away.
+        """
+        await self.start_dispatcher()
+        workers = {f"w{i}": await self.start_worker(f"w{i}", 2) for i in range(n_workers)}
+        await self.wait_ready(*workers.values())
+        meetings = [await self.meeting(f"m{i}", clip=i) for i in range(n_workers)]
+        ids = [await self.submit(room, token) for room, token in meetings]
+        self.start_bot_sampler()
+
+        async def all_running() -> bool:
+            states = [(await self.job(i))["state"] for i in ids]
+            return all(s == "running" for s in states)
+
+        await self.wait_async(all_running, 90, "all jobs to run")
+        await self.wait_for(
+            lambda: all(len(p.result_times()) >= min_results for p in self.participants.values()), 90, "results"
+        )
+        before = {i: await self.job(i) for i in ids}
+        victim = Counter(v["worker"] for v in before.values()).most_common(1)[0][0]
+        moved = [i for i, v in before.items() if v["worker"] == victim]
+        rooms = {i: room for i, (room, _) in zip(ids, meetings, strict=True)}
+        return workers, before, rooms, victim, moved
 
     # -- REST --
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import signal
 import time
-from collections import Counter
 
 import pytest
 from cluster_env import Cluster
@@ -28,25 +27,7 @@ def max_gap(times: list[float], start: float, end: float) -> float:
 
 
 async def test_sigterm_hands_meetings_over_without_a_long_gap(cluster: Cluster) -> None:
-    await cluster.start_dispatcher()
-    workers = {f"w{i}": await cluster.start_worker(f"w{i}", 2) for i in range(2)}
-    await cluster.wait_ready(*workers.values())
-    meetings = [await cluster.meeting(f"m{i}", clip=i) for i in range(2)]
-    ids = [await cluster.submit(room, token) for room, token in meetings]
-    cluster.start_bot_sampler()
-
-    async def all_running() -> bool:
-        states = [(await cluster.job(i))["state"] for i in ids]
-        return all(s == "running" for s in states)
-
-    await cluster.wait_async(all_running, 90, "all jobs to run")
-    await cluster.wait_for(
-        lambda: all(len(p.result_times()) > 2 for p in cluster.participants.values()), 90, "steady results"
-    )
-    before = {i: await cluster.job(i) for i in ids}
-    victim = Counter(v["worker"] for v in before.values()).most_common(1)[0][0]
-    moved = [i for i, v in before.items() if v["worker"] == victim]
-    rooms = {i: room for i, (room, _) in zip(ids, meetings, strict=True)}
+    workers, before, rooms, victim, moved = await cluster.run_meetings(2, min_results=3)
 
     workers[victim].proc.send_signal(signal.SIGTERM)
     term_at = time.time()
@@ -69,6 +50,6 @@ async def test_sigterm_hands_meetings_over_without_a_long_gap(cluster: Cluster) 
         gap = max_gap(times, term_at - 1.0, settle)
         print(f"job {i}: longest result gap across the hand-off {gap:.2f} s")
         assert gap <= FAILOVER_BOUND_S, (i, gap)
-    for room, _ in meetings:
+    for room in rooms.values():
         assert cluster.bots_in(room) == 1
     assert cluster.max_bots_seen() == 1, "a room held two bots at once"

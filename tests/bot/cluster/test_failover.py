@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
 
 import pytest
 from cluster_env import Cluster
@@ -20,24 +19,7 @@ FAILOVER_BOUND_S = 10.0
 
 
 async def test_kill_9_moves_meetings_to_other_workers(cluster: Cluster) -> None:
-    await cluster.start_dispatcher()
-    workers = {f"w{i}": await cluster.start_worker(f"w{i}", 2) for i in range(3)}
-    await cluster.wait_ready(*workers.values())
-    meetings = [await cluster.meeting(f"m{i}", clip=i) for i in range(3)]
-    ids = [await cluster.submit(room, token) for room, token in meetings]
-    cluster.start_bot_sampler()
-
-    async def all_running() -> bool:
-        states = [(await cluster.job(i))["state"] for i in ids]
-        return all(s == "running" for s in states)
-
-    await cluster.wait_async(all_running, 90, "all jobs to run")
-    await cluster.wait_for(
-        lambda: all(len(p.result_times()) > 0 for p in cluster.participants.values()), 90, "first results"
-    )
-    before = {i: await cluster.job(i) for i in ids}
-    victim = Counter(v["worker"] for v in before.values()).most_common(1)[0][0]
-    moved = [i for i, v in before.items() if v["worker"] == victim]
+    workers, before, rooms, victim, moved = await cluster.run_meetings(3, min_results=1)
     assert moved
 
     workers[victim].proc.send_signal(signal.SIGKILL)
@@ -67,7 +49,7 @@ async def test_kill_9_moves_meetings_to_other_workers(cluster: Cluster) -> None:
         60,
         "every participant's results to resume",
     )
-    for room, _ in meetings:
+    for room in rooms.values():
         assert cluster.bot_ids(room) == ["hoovik-bot"]  # one bot, with the identity it had before
     assert cluster.max_bots_seen() == 1, "a room held two bots at once"
     failovers = await cluster.text("/metrics")
