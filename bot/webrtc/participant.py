@@ -40,6 +40,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from bot.live.engine import Engine
 from bot.webrtc.consent import tolerate_late_consent
 from bot.webrtc.ice import candidate_from_json
+from bot.webrtc.jitter import use_low_latency_jitter_buffers
 from bot.webrtc.router import ResultRouter
 from bot.webrtc.tracks import read_audio, read_video
 from signaling.base import (
@@ -228,6 +229,8 @@ class BotParticipant:
                 await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=ev.sdp, type="offer"))
                 # Before ICE connects: a loop that runs late must not close peers that still answer.
                 tolerate_late_consent(peer.pc)
+                # Before media flows: frames reach the engine when complete, not one frame later.
+                use_low_latency_jitter_buffers(peer.pc)
                 for cand in peer.pending_candidates:
                     await self._add_candidate(peer, cand)
                 peer.pending_candidates.clear()
