@@ -44,6 +44,11 @@ class EngineConfig:
     vad: bool = True
     vad_threshold: float = 0.5
     torch_threads: int = 1
+    # While at most this many participants are analysed (and the loop keeps up), a Wav2Vec2 forward
+    # may use boost_torch_threads (0: every core) instead of torch_threads; 0 turns the boost off
+    # (docs/engine.md, "One participant on every core").
+    boost_max_participants: int = 2
+    boost_torch_threads: int = 0
     # Scheduler tunables of the live engine (docs/engine.md, "Scheduling"):
     # phases per result period on which groups of participants are placed;
     phase_slots: int = 12

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.config import BotConfig
 from bot.live.engine import Engine
+from bot.pipeline.intraop import IntraOpThreads
 from bot.pipeline.results import EmotionResult
 from bot.runtime import Runtime, build_runtime
 from bot.telemetry import Telemetry
@@ -98,6 +99,7 @@ class BotService:
             audio_embedder=runtime.audio,
             bundle=runtime.info,
             on_result=self._on_result,
+            intra_op=IntraOpThreads(self.cfg.engine.torch_threads, self.cfg.engine.boost_torch_threads),
         )
         await self.engine.start()
         self.telemetry.ready = True

@@ -63,6 +63,7 @@ from bot.live.state import ParticipantState
 from bot.live.stats import engine_snapshot, participant_stats
 from bot.live.step import StepRunner
 from bot.pipeline.features import Features, feature_plan, new_smoother
+from bot.pipeline.intraop import IntraOpThreads
 from bot.pipeline.pools import BatchWorkerPool
 from bot.pipeline.results import BundleInfo, EmotionResult, ResultStream, ms_truncated
 from bot.pipeline.slots import AudioRing
@@ -100,7 +101,9 @@ class Engine(StepRunner):
     ``phase_slots`` and ``group_size`` override the config's scheduler tunables (tests).
     ``compute_nice`` is added to the pool threads' OS nice value, ``gil_switch_s`` shortens the GIL
     hand-off interval when the engine starts (None: leave it), ``loop_lag_limit_s`` is the loop lag
-    that counts as overload (see :mod:`bot.live.loadguard`).
+    that counts as overload (see :mod:`bot.live.loadguard`). ``intra_op``, when given, lets a
+    Wav2Vec2 forward use every core while at most ``config.boost_max_participants`` are analysed
+    (:mod:`bot.pipeline.intraop`); the service passes one, tests that do not leave torch alone.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class Engine(StepRunner):
         compute_nice: int = COMPUTE_NICE,
         gil_switch_s: float | None = SWITCH_INTERVAL_S,
         loop_lag_limit_s: float = LOOP_LAG_LIMIT_S,
+        intra_op: IntraOpThreads | None = None,
     ) -> None:
         self.config = config
         # What the bundle declares: extractor dims, the audio window, one normaliser per participant.
@@ -179,7 +183,7 @@ class Engine(StepRunner):
         self.vad_enabled = bool(config.vad)
         self.audio_pool: BatchWorkerPool[AudioJob, AudioOutput] = BatchWorkerPool(
             "audio",
-            audio_stage(audio_embedder),
+            audio_stage(audio_embedder, intra_op),
             threads=config.audio_threads,
             max_batch=config.audio_max_batch,
             max_pending=64,
@@ -194,6 +198,7 @@ class Engine(StepRunner):
             max_pending=128,
             nice=compute_nice,
         )
+        self.intra_op = intra_op
         # How late the loop runs its timers: a lagging loop is overload, like a late step.
         self.loop_lag = LoopLagMonitor(clock, limit_s=loop_lag_limit_s)
         self.gil_switch_s = gil_switch_s
@@ -371,10 +376,18 @@ class Engine(StepRunner):
                 cause = "loop_lag" if self.loop_lag.lagging(now) else "late_steps" if behind else None
                 self.throttle.observe(self.face_pool.depth, now, overloaded=cause is not None, cause=cause)
                 self._late_since_observe = 0
+                self._choose_intra_op(cause)
                 cohort = Cohort(self.audio_pool, self.inference_pool, self.batch_hold_s)
             task = asyncio.create_task(self._step(st, cohort), name=f"step-{st.pid}")
             self._steps.add(task)
             task.add_done_callback(self._steps.discard)
+
+    def _choose_intra_op(self, overload: str | None) -> None:
+        """Every core for a forward while the bot is light (few participants, nothing behind)."""
+        if self.intra_op is None:
+            return
+        analysed = sum(1 for st in self.participants.values() if st.analysed)
+        self.intra_op.choose(overload is None and analysed <= self.config.boost_max_participants)
 
     @property
     def sampling_fps(self) -> float:

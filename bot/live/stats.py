@@ -98,6 +98,8 @@ def engine_snapshot(engine: Engine) -> dict[str, Any]:
         # How late the asyncio loop (WebRTC, consent checks, the tick) runs its timers.
         "loop": engine.loop_lag.snapshot(now),
         "vad": {"enabled": engine.vad_enabled, "threshold": engine.config.vad_threshold},
+        # Torch threads a Wav2Vec2 forward may use now (every core while the bot is light).
+        "intraOp": engine.intra_op.snapshot() if engine.intra_op is not None else None,
         "counters": dict(engine.counters),
     }
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.pipeline.intraop import IntraOpThreads
 from bot.pipeline.slots import FrameItem
 from models.extractors import AudioExtractor, FaceExtractor
 from models.family import BatchPredictor
@@ -135,7 +136,9 @@ def audio_stage_init(vad_threshold: float | None, make_detector: Callable[[], An
     return init
 
 
-def audio_stage(embedder: AudioExtractor) -> Callable[[Any, Sequence[AudioJob]], list[AudioOutput]]:
+def audio_stage(
+    embedder: AudioExtractor, intra_op: IntraOpThreads | None = None
+) -> Callable[[Any, Sequence[AudioJob]], list[AudioOutput]]:
     """Process function for the audio pool: VAD, then one batched Wav2Vec2 forward for the speech.
 
     ``state`` is the thread's speech detector (see :func:`audio_stage_init`) or None: with a
@@ -144,6 +147,8 @@ def audio_stage(embedder: AudioExtractor) -> Callable[[Any, Sequence[AudioJob]],
 
     The torch model is shared by the audio threads: an eval-mode forward under inference_mode
     mutates nothing, and a second copy of a 12-layer large model would cost ~800 MB.
+    ``intra_op`` (the engine's choice of torch threads, :mod:`bot.pipeline.intraop`) is applied
+    before each forward.
     """
 
     def process(detector: Any, jobs: Sequence[AudioJob]) -> list[AudioOutput]:
@@ -157,6 +162,8 @@ def audio_stage(embedder: AudioExtractor) -> Callable[[Any, Sequence[AudioJob]],
             keep = [i for i in range(len(jobs)) if bool(mask[i])]
         out = [AudioOutput(None, "no_speech", probs[i]) for i in range(len(jobs))]
         if keep:
+            if intra_op is not None:
+                intra_op.apply()
             vectors = embedder.embed([jobs[i].samples for i in keep])
             for i, v in zip(keep, vectors, strict=True):
                 out[i] = AudioOutput(np.asarray(v, dtype=np.float32), None, probs[i])
