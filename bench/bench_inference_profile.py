@@ -13,7 +13,8 @@ audio_only and video_only. Stages, in the order ``Predictor.predict_batch`` runs
 * transformer    the EmotionTransformer forward (fp32)
 * tabular feat   the 8,149-d tabular vectors (rows that need them)
 * tabular PCA    median fill → PCA 512
-* XGBoost        DMatrix + predict, or ``inplace_predict`` on the PCA array
+* XGBoost        DMatrix + predict, or ``inplace_predict`` on the PCA array, or the booster's trees
+                 as numpy arrays (``models/boosted.py``, what serving uses)
 * fusion         temperature softmax + weighted blend
 
 XGBoost's cost hardly depends on the number of rows (it walks 18,900 trees per call), so skipping
@@ -84,6 +85,9 @@ def profile(predictor: Predictor, batch: int, repeats: int) -> dict[str, float]:
 
     out["XGBoost (DMatrix)"] = median_ms(dmatrix, repeats)
     out["XGBoost (inplace)"] = median_ms(inplace, repeats)
+    trees = tab._trees
+    if trees is not None:  # what serving uses (models/boosted.py)
+        out["booster as arrays (live)"] = median_ms(lambda: trees.predict_proba(pca), repeats)
     logits = predictor.runner.predict_logits(xf, xa, fm, am)
     p_tab = np.full((batch, NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
     e = predictor.ensemble
