@@ -11,6 +11,8 @@ carried into every result.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,7 +137,24 @@ def build_runtime(cfg: BotConfig, *, allow_untrained_audio: bool = False) -> Run
     else:
         audio = starter_audio_extractor(loaded.plan.audio)
         description, audio_trained = f"{loaded.plan.audio.name} v{loaded.plan.audio.version}", True
+    release_freed_heap()
     return Runtime(loaded, predictor, audio, face_asset, description, audio_trained)
+
+
+def release_freed_heap() -> bool:
+    """Give the memory that model loading freed back to the OS (glibc's ``malloc_trim``).
+
+    Why: loading frees large temporaries (the booster's 71 MB JSON export read for its tree
+    arrays, the fp32 Wav2Vec2 that a bf16 copy replaces). Once glibc has freed a large mapped
+    block it raises its mmap threshold to that size, so the weights allocated after it come from
+    the heap, and what is freed there stays mapped: measured, the production stack's RSS was
+    1,865 MiB after loading against 969 MiB once trimmed. False where there is no glibc.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def resolve_bundle(value: str, cache: Path) -> Path:
