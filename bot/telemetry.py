@@ -139,6 +139,13 @@ class EngineCollector(Collector):
         )
         lag.add_metric([], float(loop.get("lagMs", 0.0)) / 1000)
         yield lag
+        intra_op = snap.get("intraOp")
+        if intra_op is not None:
+            threads = GaugeMetricFamily(
+                "hoovik_torch_intraop_threads", "Torch threads a Wav2Vec2 forward may use now (every core while light)"
+            )
+            threads.add_metric([], float(intra_op["threads"]))
+            yield threads
         udp = udp_receive_backlog()
         if udp is not None:
             queued = GaugeMetricFamily(
@@ -274,6 +281,8 @@ class Telemetry:
             # How late the asyncio loop runs its timers (the loop that keeps peers connected).
             "loop": snap.get("loop", {}),
             "vad": snap.get("vad", {}),
+            # Torch threads a Wav2Vec2 forward may use now (every core while the bot is light).
+            "intraOp": snap.get("intraOp"),
             "counters": snap.get("counters", {}),
             "process": self.process_stats(),
         }

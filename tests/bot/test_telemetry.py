@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import BotConfig
+from bot.pipeline.intraop import available_cores
 from bot.pipeline.results import EmotionResult
 from bot.runtime import Runtime
 from bot.service import BotService
@@ -153,6 +154,9 @@ async def test_endpoints_before_and_after_the_models_load(
             assert sum(stats["pools"]["inference"]["batchSizes"].values()) >= 1
             assert stats["throttle"]["floorFps"] == 1.0 and stats["vad"]["enabled"] is True
             assert stats["process"]["rssBytes"] > 0 and stats["model"]["bundleId"].startswith("hb-")
+            # Two participants: light, so a forward may use every core (bot/pipeline/intraop.py).
+            assert stats["intraOp"]["boost"] == available_cores()
+            assert stats["intraOp"]["threads"] == available_cores()
 
             # /metrics: Prometheus text, read from the engine at scrape time.
             status, ctype, body = await get(http, port, "/metrics")
@@ -171,6 +175,7 @@ async def test_endpoints_before_and_after_the_models_load(
                 "bob",
             }
             assert samples["hoovik_sampling_fps"][0].value > 0
+            assert samples["hoovik_torch_intraop_threads"][0].value == available_cores()
             assert samples["process_resident_memory_bytes"][0].value > 0
             assert any(s.labels["pool"] == "inference" for s in samples["hoovik_pool_batches_total"])
 
