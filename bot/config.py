@@ -49,6 +49,10 @@ class EngineConfig:
     # (docs/engine.md, "One participant on every core").
     boost_max_participants: int = 2
     boost_torch_threads: int = 0
+    # While light (as above), a step waits this long for its audio window instead of the face's
+    # bound: nobody is starved by a speaker's wait then, and a result whose forward takes 150-250 ms
+    # (fp32 on a small CPU) carries the fresh window instead of the one before it.
+    audio_wait_light_s: float = 0.25
     # Scheduler tunables of the live engine (docs/engine.md, "Scheduling"):
     # phases per result period on which groups of participants are placed;
     phase_slots: int = 12

@@ -199,6 +199,7 @@ class Engine(StepRunner):
             nice=compute_nice,
         )
         self.intra_op = intra_op
+        self.light = False  # judged as each group starts (_judge_load)
         # How late the loop runs its timers: a lagging loop is overload, like a late step.
         self.loop_lag = LoopLagMonitor(clock, limit_s=loop_lag_limit_s)
         self.gil_switch_s = gil_switch_s
@@ -376,18 +377,19 @@ class Engine(StepRunner):
                 cause = "loop_lag" if self.loop_lag.lagging(now) else "late_steps" if behind else None
                 self.throttle.observe(self.face_pool.depth, now, overloaded=cause is not None, cause=cause)
                 self._late_since_observe = 0
-                self._choose_intra_op(cause)
+                self._judge_load(cause)
                 cohort = Cohort(self.audio_pool, self.inference_pool, self.batch_hold_s)
             task = asyncio.create_task(self._step(st, cohort), name=f"step-{st.pid}")
             self._steps.add(task)
             task.add_done_callback(self._steps.discard)
 
-    def _choose_intra_op(self, overload: str | None) -> None:
-        """Every core for a forward while the bot is light (few participants, nothing behind)."""
-        if self.intra_op is None:
-            return
+    def _judge_load(self, overload: str | None) -> None:
+        """Light: few participants and nothing behind. Then a forward may use every core and a step
+        may wait longer for its window (``audio_wait_light_s``)."""
         analysed = sum(1 for st in self.participants.values() if st.analysed)
-        self.intra_op.choose(overload is None and analysed <= self.config.boost_max_participants)
+        self.light = overload is None and analysed <= self.config.boost_max_participants
+        if self.intra_op is not None:
+            self.intra_op.choose(self.light)
 
     @property
     def sampling_fps(self) -> float:

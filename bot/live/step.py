@@ -46,6 +46,7 @@ class StepRunner:
     interval: float
     face_wait_s: float
     audio_wait_s: float
+    light: bool
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
     on_result: Callable[[EmotionResult], None]
@@ -82,7 +83,8 @@ class StepRunner:
                 audio_fut, apply_audio = audio
                 # Not a throttle cause: measured, it cost faces (and latency) without giving the
                 # audio more windows (docs/engine.md, "Profiles and speakers under load").
-                await self._bounded_wait(audio_fut, start + self.audio_wait_s, st, "audio_late")
+                wait = max(self.audio_wait_s, self.config.audio_wait_light_s) if self.light else self.audio_wait_s
+                await self._bounded_wait(audio_fut, start + wait, st, "audio_late")
                 if audio_fut.done():
                     apply_audio(audio_fut)  # before the freshness check, whatever ran first
             if face_fut is not None:

@@ -4,6 +4,7 @@ forward while the bot is light, one thread per pool thread once it is not."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -135,3 +136,52 @@ async def test_the_engine_boosts_forwards_only_while_few_participants_are_analys
     assert alone_again and set(alone_again) == {2}, alone_again
     assert results
     assert snapshot["boost"] == 2 and snapshot["changes"] >= 3
+
+
+class SleepyEmbedder:
+    """A Wav2Vec2 forward that takes 0.2 s of real time: above the face's bound (0.15 s), below the
+    light wait (0.25 s)."""
+
+    def embed(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        time.sleep(0.2)
+        return np.zeros((len(windows), AUDIO_DIM), np.float32)
+
+
+async def test_a_light_engine_waits_for_the_fresh_window_a_busy_one_does_not() -> None:
+    """Alone, a speaker's result carries its own window; with three analysed (not light), steps
+    give up on the window after the face's bound and predict with the one before."""
+
+    async def late_and_embedded(speakers: int) -> tuple[int, int]:
+        clock = Clock()
+        engine = Engine(
+            EngineConfig(boost_max_participants=2),
+            predictor=Predictor(),
+            norm=NormStats(np.zeros(FACE_DIM), np.ones(FACE_DIM), np.zeros(AUDIO_DIM), np.ones(AUDIO_DIM)),
+            make_face_extractor=Face,
+            audio_embedder=SleepyEmbedder(),
+            bundle=BundleInfo("fake", True),
+            on_result=lambda r: None,
+            vad=Vad,
+            clock=clock,
+            wall_clock=lambda: clock.t + 1.7e9,
+        )
+        rng = np.random.default_rng(1)
+        try:
+            for i in range(speakers):
+                engine.add_participant(f"p{i}", f"p{i}")
+            for _ in range(round(2.4 / 0.02)):
+                clock.t += 0.02
+                for pid in engine.participants:
+                    engine.on_audio(pid, (rng.standard_normal(320) * 0.1).astype(np.float32), clock.t)
+                engine.tick()
+                while engine._steps:  # the clock stands still: waits run on real time
+                    await asyncio.wait(list(engine._steps), timeout=0.01)
+            st = engine.participants["p0"]
+            return st.counters.get("audio_late", 0), st.counters.get("audio_embedded", 0)
+        finally:
+            await engine.stop()
+
+    late, embedded = await late_and_embedded(1)
+    assert embedded >= 4 and late == 0, (late, embedded)
+    late, embedded = await late_and_embedded(3)
+    assert late >= 1, (late, embedded)
