@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -107,22 +107,37 @@ async def _settle(engine: Engine, embedder: SlowEmbedder) -> None:
     raise AssertionError("engine work did not settle")
 
 
+def fake_engine(
+    embedder: Any,
+    clock: Clock,
+    on_result: Callable[[EmotionResult], None],
+    config: EngineConfig | None = None,
+    **kw: Any,
+) -> Engine:
+    """An engine on the injected clock with the fakes above (tests/bot/pipeline reuses it)."""
+    return Engine(
+        config or EngineConfig(),
+        predictor=Predictor(),
+        norm=NormStats(np.zeros(FACE_DIM), np.ones(FACE_DIM), np.zeros(AUDIO_DIM), np.ones(AUDIO_DIM)),
+        make_face_extractor=Face,
+        audio_embedder=embedder,
+        bundle=BundleInfo("fake", True),
+        on_result=on_result,
+        vad=Vad,  # type: ignore[arg-type]  # duck-typed detector
+        clock=clock,
+        wall_clock=lambda: clock.t + 1.7e9,
+        **kw,
+    )
+
+
 async def test_speakers_keep_the_rate_of_the_silent_and_stay_both_while_their_audio_is_slow() -> None:
     clock = Clock()
     embedder = SlowEmbedder(clock)
     results: list[EmotionResult] = []
-    norm = NormStats(np.zeros(FACE_DIM), np.ones(FACE_DIM), np.zeros(AUDIO_DIM), np.ones(AUDIO_DIM))
-    engine = Engine(
-        EngineConfig(),
-        predictor=Predictor(),
-        norm=norm,
-        make_face_extractor=Face,
-        audio_embedder=embedder,
-        bundle=BundleInfo("fake", True),
-        on_result=results.append,
-        vad=Vad,
-        clock=clock,
-        wall_clock=lambda: clock.t + 1.7e9,
+    engine = fake_engine(
+        embedder,
+        clock,
+        results.append,
         # Real seconds while the clock stands still: the bound is what matters, not its size.
         audio_wait_s=0.01,
         batch_hold_s=0.05,

@@ -11,12 +11,10 @@ import numpy as np
 import torch
 
 from bot.config import EngineConfig
-from bot.live.engine import Engine
 from bot.pipeline.intraop import IntraOpThreads, available_cores
-from bot.pipeline.results import BundleInfo, EmotionResult
-from models.constants import AUDIO_DIM, FACE_DIM
-from models.sequence import NormStats
-from tests.bot.live.test_slow_audio import Clock, Face, Predictor, Vad
+from bot.pipeline.results import EmotionResult
+from models.constants import AUDIO_DIM
+from tests.bot.live.test_slow_audio import Clock, fake_engine
 
 
 class FakeTorch:
@@ -90,17 +88,11 @@ async def test_the_engine_boosts_forwards_only_while_few_participants_are_analys
     clock, fake = Clock(), FakeTorch()
     embedder = RecordingEmbedder(fake)
     results: list[EmotionResult] = []
-    engine = Engine(
+    engine = fake_engine(
+        embedder,
+        clock,
+        results.append,
         EngineConfig(boost_max_participants=2),
-        predictor=Predictor(),
-        norm=NormStats(np.zeros(FACE_DIM), np.ones(FACE_DIM), np.zeros(AUDIO_DIM), np.ones(AUDIO_DIM)),
-        make_face_extractor=Face,
-        audio_embedder=embedder,
-        bundle=BundleInfo("fake", True),
-        on_result=results.append,
-        vad=Vad,
-        clock=clock,
-        wall_clock=lambda: clock.t + 1.7e9,
         audio_wait_s=0.5,
         intra_op=IntraOpThreads(1, 2, getter=fake.get, setter=fake.set),
     )
@@ -153,18 +145,7 @@ async def test_a_light_engine_waits_for_the_fresh_window_a_busy_one_does_not() -
 
     async def late_and_embedded(speakers: int) -> tuple[int, int]:
         clock = Clock()
-        engine = Engine(
-            EngineConfig(boost_max_participants=2),
-            predictor=Predictor(),
-            norm=NormStats(np.zeros(FACE_DIM), np.ones(FACE_DIM), np.zeros(AUDIO_DIM), np.ones(AUDIO_DIM)),
-            make_face_extractor=Face,
-            audio_embedder=SleepyEmbedder(),
-            bundle=BundleInfo("fake", True),
-            on_result=lambda r: None,
-            vad=Vad,
-            clock=clock,
-            wall_clock=lambda: clock.t + 1.7e9,
-        )
+        engine = fake_engine(SleepyEmbedder(), clock, lambda r: None, EngineConfig(boost_max_participants=2))
         rng = np.random.default_rng(1)
         try:
             for i in range(speakers):
