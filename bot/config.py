@@ -53,6 +53,9 @@ class EngineConfig:
     # bound: nobody is starved by a speaker's wait then, and a result whose forward takes 150-250 ms
     # (fp32 on a small CPU) carries the fresh window instead of the one before it.
     audio_wait_light_s: float = 0.25
+    # The predictor runs in a child process (bot/pipeline/remote.py): its Python work then shares no
+    # GIL with the asyncio loop (docs/engine.md). Replay always predicts in-process.
+    inference_process: bool = True
     # Scheduler tunables of the live engine (docs/engine.md, "Scheduling"):
     # phases per result period on which groups of participants are placed;
     phase_slots: int = 12

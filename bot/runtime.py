@@ -23,6 +23,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from bot.config import BotConfig, Precision
+from bot.live.loadguard import COMPUTE_NICE
+from bot.pipeline.remote import ProcessPredictor
 from bot.pipeline.results import BundleInfo
 from models.assets import cache_dir, locate_face_asset
 from models.audio import AudioEmbedder
@@ -53,6 +55,12 @@ class Runtime:
     def __post_init__(self) -> None:
         if isinstance(self.bundle, Bundle):
             self.bundle = wrap_reference(self.bundle)
+
+    def close(self) -> None:
+        """Stop what the runtime started (the predictor's child process, if any)."""
+        close = getattr(self.predictor, "close", None)
+        if callable(close):
+            close()
 
     @property
     def loaded(self) -> LoadedBundle:
@@ -118,7 +126,11 @@ def load_audio(
         return AudioEmbedder.from_model(extractor, model, precision=precision), "untrained:small", False
 
 
-def build_runtime(cfg: BotConfig, *, allow_untrained_audio: bool = False) -> Runtime:
+def build_runtime(
+    cfg: BotConfig, *, allow_untrained_audio: bool = False, inference_process: bool | None = None
+) -> Runtime:
+    """Load the models of one bot process. ``inference_process`` (default: the config's) serves the
+    predictor from a child process (:mod:`bot.pipeline.remote`); the caller closes the runtime."""
     m = cfg.models
     # The pools provide the parallelism; BLAS, torch and XGBoost each spinning their own threads on
     # top of them busy-wait against each other (measured: XGBoost predict 0.8 ms -> 8 ms).
@@ -126,8 +138,13 @@ def build_runtime(cfg: BotConfig, *, allow_untrained_audio: bool = False) -> Run
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)
     cache = Path(m.cache_dir) if m.cache_dir else cache_dir()
-    loaded = load_any_bundle(resolve_bundle(m.bundle, cache))
-    predictor = loaded.make_predictor(cfg.engine.torch_threads)
+    bundle_dir = resolve_bundle(m.bundle, cache)
+    loaded = load_any_bundle(bundle_dir)
+    predictor: BatchPredictor
+    if cfg.engine.inference_process if inference_process is None else inference_process:
+        predictor = ProcessPredictor(bundle_dir, threads, nice=COMPUTE_NICE)
+    else:
+        predictor = loaded.make_predictor(cfg.engine.torch_threads)
     face_asset = locate_face_asset(m.face_asset or None)
     audio: AudioExtractor
     if loaded.reference is not None:

@@ -49,6 +49,7 @@ class BotService:
     ) -> None:
         self.cfg = cfg
         self.runtime: Runtime | None = None
+        self._owns_runtime = False
         self.engine: Engine | None = None
         self.telemetry = Telemetry(token=telemetry_token, engine=lambda: self.engine, extra=self._extra_stats)
         self.participant: BotParticipant | None = None
@@ -89,6 +90,7 @@ class BotService:
         """Load models off the loop (or take a prebuilt runtime), start the engine, turn ready."""
         if runtime is None:
             runtime = await asyncio.to_thread(build_runtime, self.cfg, allow_untrained_audio=allow_untrained_audio)
+            self._owns_runtime = True  # built here, so closed here (a worker's shared one is not)
         self.runtime = runtime
         self.engine = await asyncio.to_thread(
             Engine,
@@ -153,5 +155,7 @@ class BotService:
             await self.participant.close()
         if self.engine is not None:
             await self.engine.stop()
+        if self._owns_runtime and self.runtime is not None:
+            await asyncio.to_thread(self.runtime.close)
         if self._runner is not None:
             await self._runner.cleanup()

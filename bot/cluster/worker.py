@@ -99,6 +99,7 @@ class Worker:
         self.options = options
         self.id = options.worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.runtime = runtime
+        self._owns_runtime = False
         self.metrics = metrics or WorkerMetrics()
         self.jobs: dict[str, _Job] = {}
         self.draining = False
@@ -119,6 +120,7 @@ class Worker:
             from bot.runtime import build_runtime
 
             self.runtime = await asyncio.to_thread(build_runtime, self.cfg)
+            self._owns_runtime = True
         await self._until_redis(self.store.ensure_group)
         await self._publish()
         for name, loop in (("claim", self._claim_loop), ("renew", self._renew_loop), ("heartbeat", self._beat_loop)):
@@ -176,6 +178,8 @@ class Worker:
                 await task
         with contextlib.suppress(*ANY_REDIS_ERROR):
             await self.store.remove_worker(self.id)
+        if self._owns_runtime and self.runtime is not None:
+            await asyncio.to_thread(self.runtime.close)
         self._stopped.set()
 
     async def _wait_jobs(self, timeout: float) -> None:

@@ -61,7 +61,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not inputs:
         print("hoovik-bot replay: nothing to replay", file=sys.stderr)
         return 2
-    runtime = build_runtime(cfg, allow_untrained_audio=args.allow_untrained)
+    runtime = build_runtime(cfg, allow_untrained_audio=args.allow_untrained, inference_process=False)
     models = ReplayModels.from_runtime(runtime)
     run = replay(
         inputs,
