@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,16 +27,9 @@ from bot.pipeline.pools import thread_nice
 from bot.pipeline.results import BundleInfo, EmotionResult
 from models.constants import AUDIO_DIM, FACE_DIM
 from models.sequence import NormStats
+from tests.bot.live.test_slow_audio import Clock, Face, Predictor
 
 TICK = 0.02
-
-
-class Face:
-    def extract(self, rgb: np.ndarray) -> Any:
-        return SimpleNamespace(vector=np.full(FACE_DIM, float(rgb.mean()) / 255.0, np.float32), reason=None)
-
-    def close(self) -> None:
-        pass
 
 
 class Embedder:
@@ -50,22 +41,6 @@ class Vad:
     def is_speech(self, windows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         probs = np.full(len(windows), 0.9, np.float32)
         return probs >= 0.5, probs
-
-
-class Predictor:
-    def predict_batch(self, xf: np.ndarray, xa: np.ndarray, fm: np.ndarray, am: np.ndarray) -> list[Any]:
-        return [
-            SimpleNamespace(status="ok", probs=np.full(6, 1 / 6, np.float32), anomaly=None, error=None)
-            for _ in range(len(xf))
-        ]
-
-
-@dataclass
-class Clock:
-    t: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _engine(clock: Clock, results: list[EmotionResult], **kwargs: Any) -> Engine:
