@@ -85,7 +85,7 @@ def profile(predictor: Predictor, batch: int, repeats: int) -> dict[str, float]:
 
     out["XGBoost (DMatrix)"] = median_ms(dmatrix, repeats)
     out["XGBoost (inplace)"] = median_ms(inplace, repeats)
-    trees = tab._trees
+    trees = tab.prepare()
     if trees is not None:  # what serving uses (models/boosted.py)
         out["booster as arrays (live)"] = median_ms(lambda: trees.predict_proba(pca), repeats)
     logits = predictor.runner.predict_logits(xf, xa, fm, am)

@@ -78,6 +78,7 @@ class LoadedBundle:
         if self.reference is not None:
             from models.predictor import Predictor
 
+            self.reference.tabular.prepare()  # the tree arrays now, not on the first live prediction
             # Live and replay read only the fused output, so the zero-weight tabular rows are skipped.
             return Predictor(self.reference, torch_threads=torch_threads, skip_unweighted=True)
         from models.starter.predictor import StarterPredictor

@@ -277,7 +277,8 @@ class TabularModel:
             (measured: predict_proba 1 row, 3150 rounds, 2 cores: ~29 ms with all threads vs ~6–10
             ms with 1). Raise it only for large offline batches.
         fast_trees: predict with :class:`~models.boosted.BoostedTreesArrays` (the trees as numpy
-            arrays) instead of ``inplace_predict``. Built once here; a booster it does not support
+            arrays) instead of ``inplace_predict``. Built once, by :meth:`prepare` (serving calls it
+            at load) or else on the first prediction; a booster it does not support
             (or one whose arrays disagree with XGBoost on a probe batch) keeps XGBoost, logged at
             INFO. ``False`` forces XGBoost (tests compare both).
 
@@ -294,6 +295,7 @@ class TabularModel:
     fast_trees: bool = True
     _mean_proj: np.ndarray = field(init=False, repr=False)
     _trees: BoostedTreesArrays | None = field(init=False, repr=False, default=None)
+    _prepared: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
         self.col_medians = np.ascontiguousarray(self.col_medians, dtype=np.float32)
@@ -317,7 +319,18 @@ class TabularModel:
         # scikit-learn computes ``mean_ @ components_.T`` in float32 on every call; it is constant,
         # so compute it once (same operation, same result).
         self._mean_proj = self.pca_mean.reshape(1, -1) @ self.pca_components.T
-        self._trees = self._build_trees() if self.fast_trees else None
+
+    def prepare(self) -> BoostedTreesArrays | None:
+        """Build the tree arrays now if ``fast_trees`` (once); the arrays, or None for XGBoost.
+
+        Why not at construction: a process that loads a bundle without predicting with it (the
+        bot's parent process when the predictor runs in a child) would pay ~3 s and ~90 MB for
+        arrays it never uses. Two threads racing here both build the same arrays; one is kept.
+        """
+        if not self._prepared:
+            self._trees = self._build_trees() if self.fast_trees else None
+            self._prepared = True
+        return self._trees
 
     def _build_trees(self) -> BoostedTreesArrays | None:
         """The booster as arrays, checked against XGBoost on a probe batch; ``None`` to keep XGBoost."""
@@ -369,7 +382,7 @@ class TabularModel:
     def predict_proba(self, features: npt.ArrayLike) -> np.ndarray:
         """Class probabilities (B, 6) float32 for (B, 8149) feature rows (a 1-D row is accepted)."""
         _, pca = self.transform(features)
-        trees = self._trees
+        trees = self.prepare()
         if trees is not None and trees.n_iterations == self.n_iterations:
             return trees.predict_proba(pca)
         # inplace_predict reads the PCA array directly (no DMatrix built per call); on the golden

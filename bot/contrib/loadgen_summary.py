@@ -28,8 +28,8 @@ POOL_KEYS = ("batchSizes", "completed", "failed", "rejected", "meanWaitMs", "bus
 @dataclass
 class Sample:
     t: float  # seconds since the measurement start
-    bot_cpu: float | None
-    bot_rss: int | None
+    bot_cpu: float | None  # the bot and its child processes (predictor, embedder, faces)
+    bot_rss: int | None  # the same
     loadgen_cpu: float
     system_cpu: float  # the whole machine, 100 = one core (so others = system - bot - loadgen)
     load1: float
@@ -51,9 +51,8 @@ class Monitor:
 
     async def run(self) -> None:
         bot = psutil.Process(self.bot_pid) if self.bot_pid else None
+        tree = BotTree(bot)
         me = psutil.Process()
-        if bot is not None:
-            bot.cpu_percent(None)
         me.cpu_percent(None)
         psutil.cpu_percent(None)
         ncpu = psutil.cpu_count() or 1
@@ -63,13 +62,7 @@ class Monitor:
             while True:
                 await asyncio.sleep(self.interval)
                 now = time.time() - self.t0
-                cpu = rss = None
-                if bot is not None:
-                    try:
-                        with bot.oneshot():
-                            cpu, rss = bot.cpu_percent(None), int(bot.memory_info().rss)
-                    except psutil.Error:
-                        bot = None
+                cpu, rss = tree.sample()
                 if len(self.samples) < self.max_samples:
                     system = psutil.cpu_percent(None) * ncpu
                     self.samples.append(Sample(now, cpu, rss, me.cpu_percent(None), system, os.getloadavg()[0]))
@@ -96,6 +89,49 @@ class Monitor:
         finally:
             if own:
                 await session.close()
+
+
+class BotTree:
+    """CPU and RSS of the bot process plus its children: its compute runs in child processes.
+
+    psutil's ``cpu_percent`` measures since its previous call on the same object, so the objects
+    are kept; a child seen for the first time counts from the next sample.
+    """
+
+    def __init__(self, bot: psutil.Process | None) -> None:
+        self.bot = bot
+        self.procs: dict[int, psutil.Process] = {}
+        if bot is not None:
+            self._track(bot)
+
+    def _track(self, proc: psutil.Process) -> None:
+        try:
+            proc.cpu_percent(None)
+            self.procs[proc.pid] = proc
+        except psutil.Error:
+            pass
+
+    def sample(self) -> tuple[float | None, int | None]:
+        """(CPU %, 100 = one core; RSS bytes) of the tree, or (None, None) once the bot is gone."""
+        if self.bot is None:
+            return None, None
+        try:
+            children = self.bot.children(recursive=True)
+        except psutil.Error:
+            self.bot = None
+            return None, None
+        for child in children:
+            if child.pid not in self.procs:
+                self._track(child)
+        cpu, rss = 0.0, 0
+        for pid, proc in list(self.procs.items()):
+            try:
+                with proc.oneshot():
+                    cpu += proc.cpu_percent(None)
+                    rss += int(proc.memory_info().rss)
+            except psutil.Error:
+                del self.procs[pid]  # a child that exited; its last interval is lost
+        return cpu, rss
 
 
 def progress_line(parts: list[LoadParticipant], started: float, measure_from: float) -> str:

@@ -68,6 +68,20 @@ def thread_nice() -> int | None:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
+_charged = threading.local()
+
+
+def charge_thread_cpu(seconds: float) -> None:
+    """Count CPU time spent elsewhere on this thread's behalf (a child process computing for it),
+    so that a pool's ``cpuS`` is what its stage costs wherever the stage runs."""
+    _charged.seconds = getattr(_charged, "seconds", 0.0) + seconds
+
+
+def thread_cpu_time() -> float:
+    """This thread's CPU time plus what was charged to it (:func:`charge_thread_cpu`)."""
+    return time.thread_time() + getattr(_charged, "seconds", 0.0)
+
+
 class PoolFull(RuntimeError):
     """The pool already holds its maximum of pending requests."""
 
@@ -309,7 +323,7 @@ class BatchWorkerPool(Generic[Req, Res]):
             self._in_flight += len(batch)
         live = [job for job in batch if not job.future.cancelled()]
         t0 = time.perf_counter()
-        c0 = time.thread_time()
+        c0 = thread_cpu_time()
         waited = [t0 - job.submitted_at for job in live]
         try:
             results: Sequence[Any] = self._process(state, [job.request for job in live]) if live else []
@@ -321,8 +335,9 @@ class BatchWorkerPool(Generic[Req, Res]):
             results, error = [], exc
         t1 = time.perf_counter()
         elapsed = t1 - t0
-        # CPU time of this thread only: what the stage costs, whatever else competes for the cores.
-        cpu = time.thread_time() - c0
+        # CPU time of this thread (and of a child process computing for it): what the stage costs,
+        # whatever else competes for the cores.
+        cpu = thread_cpu_time() - c0
         with self._lock:
             self._in_flight -= len(batch)
             self.stats.batches += 1

@@ -120,7 +120,7 @@ def _golden_features(golden_dir: Path) -> np.ndarray:
 
 
 def test_golden_fast_path_equals_xgboost(golden_dir: Path, golden_tabular: TabularModel) -> None:
-    assert golden_tabular.fast_trees and golden_tabular._trees is not None
+    assert golden_tabular.fast_trees and golden_tabular.prepare() is not None
     slow = TabularModel(
         golden_tabular.col_medians,
         golden_tabular.pca_components,
@@ -129,16 +129,18 @@ def test_golden_fast_path_equals_xgboost(golden_dir: Path, golden_tabular: Tabul
         golden_tabular.n_iterations,
         fast_trees=False,
     )
-    assert slow._trees is None
+    assert slow.prepare() is None
     features = _golden_features(golden_dir)
     rng = np.random.default_rng(0)
     noisy = features + rng.normal(scale=0.5, size=features.shape).astype(np.float32)
     for batch in (features, features[:1], noisy, noisy[:2]):
         np.testing.assert_allclose(golden_tabular.predict_proba(batch), slow.predict_proba(batch), rtol=0, atol=ATOL)
+    trees = golden_tabular.prepare()
+    assert trees is not None
     for case in sorted(p for p in (golden_dir / "cases").iterdir() if (p / "xgb_pca.npy").is_file()):
         pca = np.load(case / "xgb_pca.npy").reshape(1, -1).astype(np.float32)
         want = golden_tabular.booster.inplace_predict(pca, iteration_range=(0, 50), missing=np.nan)
-        np.testing.assert_allclose(golden_tabular._trees.predict_proba(pca), want, rtol=0, atol=ATOL, err_msg=case.name)
+        np.testing.assert_allclose(trees.predict_proba(pca), want, rtol=0, atol=ATOL, err_msg=case.name)
 
 
 # ----------------------------------------------------------------------------- unsupported / malformed
@@ -164,9 +166,10 @@ def test_unsupported_boosters_fall_back(params: dict[str, Any], match: str, capl
     booster = _train(3, 5, seed=2, n_features=8, **params)
     with pytest.raises(ValueError, match=match):
         BoostedTreesArrays.from_booster(booster, 5)
+    model = _tabular(booster, 8, 5)
     with caplog.at_level(logging.INFO, logger="models.tabular"):
-        model = _tabular(booster, 8, 5)
-    assert model._trees is None and "predicting with XGBoost" in caplog.text
+        assert model.prepare() is None
+    assert "predicting with XGBoost" in caplog.text
     features = np.random.default_rng(1).standard_normal((3, TABULAR_DIM)).astype(np.float32)
     _, pca = model.transform(features)
     want = np.asarray(booster.inplace_predict(pca, iteration_range=(0, 5), missing=np.nan), np.float32)

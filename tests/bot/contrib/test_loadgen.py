@@ -14,18 +14,22 @@ import io
 import json
 import os
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
 import numpy as np
+import psutil
 import pytest
 
 from bot.config import BotConfig
 from bot.contrib.clips import AUDIO_RATE, load_clip
 from bot.contrib.loadgen import LoadgenOptions, run_loadgen
 from bot.contrib.loadgen_media import AUDIO_FRAME, Sender, SendLog, encode_opus, encode_vp8, find_media
-from bot.contrib.loadgen_summary import format_summary
+from bot.contrib.loadgen_summary import BotTree, format_summary
 from bot.runtime import Runtime
 from bot.service import BotService
 from bot.webrtc.ice import use_loopback_ice
@@ -153,3 +157,25 @@ async def test_a_short_run_measures_rates_latency_and_the_bot(
     text = format_summary(summary)
     assert "p01" in text and "e2e p50" in text
     assert os.getpid() == (service.telemetry.stats()["process"]["pid"])
+
+
+def test_the_bots_cpu_and_memory_include_its_child_processes() -> None:
+    # The predictor runs in a child of the bot (bot.pipeline.remote): the bench's "bot CPU" and
+    # "RSS flat" must see it, not count it under "other processes".
+    me = psutil.Process()
+    tree = BotTree(me)
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        tree.sample()  # the child is seen here; it counts from the next sample on
+        time.sleep(1.0)
+        cpu, rss = tree.sample()
+        assert busy.pid in tree.procs
+        assert cpu is not None and cpu >= 50.0  # the child alone spins a whole core
+        assert rss is not None and rss > me.memory_info().rss
+    finally:
+        busy.kill()
+        busy.wait()
+    tree.sample()
+    assert busy.pid not in tree.procs  # an exited child is dropped, the bot still measured
+    assert BotTree(None).sample() == (None, None)

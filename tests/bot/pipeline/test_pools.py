@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from bot.pipeline.pools import BatchWorkerPool, PoolClosed, PoolFull, lower_thread_priority, thread_nice
+from bot.pipeline.pools import (
+    BatchWorkerPool,
+    PoolClosed,
+    PoolFull,
+    charge_thread_cpu,
+    lower_thread_priority,
+    thread_nice,
+)
 
 
 class Recorder:
@@ -200,3 +207,20 @@ async def test_pool_threads_and_the_threads_they_start_run_below_the_caller() ->
 
 def test_lowering_priority_is_a_no_op_at_zero() -> None:
     assert lower_thread_priority(0) is None
+
+
+async def test_cpu_spent_elsewhere_for_a_batch_counts_as_the_pools() -> None:
+    # A stage whose work runs in a child process charges the child's CPU time to the calling
+    # thread (bot.pipeline.remote), so the pool's cpuS is what the stage costs wherever it runs.
+    def elsewhere(_state: Any, requests: Sequence[Any]) -> list[Any]:
+        charge_thread_cpu(0.5 * len(requests))
+        return list(requests)
+
+    pool: BatchWorkerPool[int, int] = BatchWorkerPool("elsewhere", elsewhere, max_batch=4)
+    try:
+        assert await pool.submit(1) == 1
+        assert await asyncio.gather(*pool.submit_many([2, 3])) == [2, 3]
+        assert 1.5 <= pool.stats.cpu_s < 1.6
+        assert pool.snapshot()["cpuS"] >= 1.5
+    finally:
+        pool.close()

@@ -1,5 +1,6 @@
 """The predictor in a child process (bot/pipeline/remote.py): the same predictions as in-process,
-errors that come back as errors, and a child that died is started again."""
+errors that come back as errors, a child that died is started again, and only the process that
+predicts builds the tree arrays."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.pipeline.remote import ProcessPredictor
+from bot.config import BotConfig
+from bot.pipeline.remote import ChildProcess, ProcessPredictor
+from bot.runtime import build_runtime
 from models.constants import AUDIO_DIM, FACE_DIM
 from models.family import load_any_bundle
 
@@ -63,7 +66,7 @@ def test_a_child_that_died_is_started_again(golden_bundle_dir: Path) -> None:
         assert first is not None
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while predictor._proc.is_alive():
+        while predictor.child._proc.is_alive():
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert len(predictor.predict_batch(*batch(1))) == 1
@@ -76,3 +79,79 @@ def test_a_child_that_died_is_started_again(golden_bundle_dir: Path) -> None:
 def test_a_bundle_the_child_cannot_load_fails_at_start_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="could not load"):
         ProcessPredictor(tmp_path / "no-such-bundle")
+
+
+# -- the generic child ---------------------------------------------------------------------------
+
+
+class Doubler:
+    def double(self, x: int) -> int:
+        return 2 * x
+
+    def spin(self, seconds: float) -> int:
+        """Burn CPU for ``seconds`` (the child's CPU time comes back to the caller)."""
+        end, n = time.process_time() + seconds, 0
+        while time.process_time() < end:
+            n += 1
+        return n
+
+    def fail(self) -> None:
+        raise ValueError("asked to fail")
+
+
+def make_doubler(info: str) -> tuple[Doubler, str]:
+    return Doubler(), info
+
+
+def make_nothing() -> tuple[None, None]:
+    raise OSError("no such model")
+
+
+def test_a_child_calls_its_objects_methods_and_reports_their_errors() -> None:
+    child = ChildProcess("doubler", make_doubler, ("hello",), wait=False)
+    try:
+        assert child.call("double", 21) == 42  # the first call waits for the child
+        assert child.info == "hello" and child.starts == 1
+        with pytest.raises(RuntimeError, match="ValueError: asked to fail"):
+            child.call("fail")
+        with pytest.raises(RuntimeError, match="AttributeError"):
+            child.call("no_such_method")
+        assert child.call("double", 2) == 4
+        before = child.cpu_s
+        assert child.call("spin", 0.3) > 0
+        assert child.cpu_s - before >= 0.3  # the child's CPU, counted for the calling thread too
+    finally:
+        child.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        child.wait_ready()
+
+
+def test_a_child_that_cannot_build_its_object_says_why_when_first_used() -> None:
+    child = ChildProcess("nothing", make_nothing, wait=False)
+    with pytest.raises(RuntimeError, match="nothing could not start: OSError: no such model"):
+        child.call("anything")
+    child.close()
+
+
+# -- the runtime ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_child", [True, False])
+def test_only_the_process_that_predicts_builds_the_tree_arrays(
+    in_child: bool, golden_bundle_dir: Path, tiny_wav2vec2_dir: Path, face_asset: Path
+) -> None:
+    cfg = BotConfig()
+    cfg.models.bundle = str(golden_bundle_dir)
+    cfg.models.audio_model = str(tiny_wav2vec2_dir)
+    cfg.models.face_asset = str(face_asset)
+    cfg.models.offline = True
+    runtime = build_runtime(cfg, inference_process=in_child)
+    try:
+        assert isinstance(runtime.predictor, ProcessPredictor) is in_child
+        reference = runtime.loaded.reference
+        assert reference is not None
+        # The parent needs the bundle for its plan and info, not the ~90 MB of arrays it never uses.
+        assert reference.tabular._prepared is not in_child
+        assert [p.status for p in runtime.predictor.predict_batch(*batch(2))] == ["ok", "ok"]
+    finally:
+        runtime.close()
