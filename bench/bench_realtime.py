@@ -127,8 +127,7 @@ async def run_once(
             "join",
             "--signaling",
             f"ws://127.0.0.1:{sig_port}/ws",
-            "--room",
-            room,
+            f"--room={room}",  # one form that never reads an id as an option
             "--token",
             bot_token,
             "--http-port",
@@ -153,8 +152,7 @@ async def run_once(
             "loadgen",
             "--signaling",
             base,
-            "--room",
-            room,
+            f"--room={room}",  # one form that never reads an id as an option
             "--host-token",
             host_token,
             "--participants",

@@ -26,7 +26,10 @@ class EngineConfig:
     modality_stale_s: float = 0.4
     target_fps: float = 5.0
     min_fps: float = 1.0
-    face_queue_limit: int = 3
+    # Face jobs (queued + running) a group may find left by earlier groups before sampling slows;
+    # 0: one group's worth (group_size). A group submits its faces in one burst, so a fixed 3 read
+    # every burst not yet drained as overload (docs/engine.md, "Self-throttling").
+    face_queue_limit: int = 0
     throttle_decrease: float = 0.5
     throttle_recover_step: float = 0.5
     throttle_recover_after_s: float = 1.0

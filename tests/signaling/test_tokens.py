@@ -8,6 +8,7 @@ import json
 import jwt
 import pytest
 
+from signaling import hub
 from signaling.tokens import TokenError, TokenSigner
 
 SECRET = b"0123456789abcdef-token-tests-padded-to-32+"
@@ -156,3 +157,14 @@ def test_constructor_and_mint_guard_their_inputs() -> None:
         signer.mint("r", "host", 0)
     with pytest.raises(ValueError):
         signer.mint("", "host", 10)
+
+
+def test_room_ids_can_be_passed_on_a_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # token_urlsafe starts with "-" once in 64 draws; argparse then reads the id as an option.
+    draws = iter(["-starts-with-a-dash", "Ab3_fine"])
+    monkeypatch.setattr(hub.secrets, "token_urlsafe", lambda n: next(draws))
+    assert hub.room_id() == "Ab3_fine"
+    monkeypatch.undo()
+    ids = {hub.room_id() for _ in range(2000)}
+    assert len(ids) == 2000 and not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 12 for i in ids)

@@ -418,7 +418,9 @@ async def test_steps_ready_together_share_one_predictor_call(make_harness: Any) 
 async def test_slow_face_stage_throttles_sampling_then_recovers_step_by_step(make_harness: Any) -> None:
     cfg = EngineConfig()
     h = await make_harness(cfg, face_wait_s=0.0)
-    n = 6
+    # The limit is one group's burst: more than a group's worth of faces still queued is a backlog.
+    assert h.engine.face_queue_limit == h.engine.throttle.queue_limit == h.engine.group_size == 8
+    n = 12
     for i in range(n):
         h.add(f"p{i}", Feed(audio=False), mic=False)
     t = h.engine.throttle
@@ -427,7 +429,7 @@ async def test_slow_face_stage_throttles_sampling_then_recovers_step_by_step(mak
     depths: list[int] = []
     h.gate.clear()  # the face stage stops keeping up
     await h.run(2.0, wait_faces=False, on_tick=lambda: depths.append(h.engine.face_pool.depth))
-    assert max(depths) > cfg.face_queue_limit
+    assert max(depths) > h.engine.face_queue_limit
     assert t.decreases >= 2 and t.fps == cfg.min_fps  # multiplicative decrease to the floor
     assert all(e.fps >= cfg.min_fps for e in t.events)
     decreases = [e for e in t.events if e.kind == "decrease"]
@@ -559,3 +561,9 @@ def test_a_batched_inference_step_equals_single_calls(golden_dir: Path, tmp_path
         assert b.anomaly is not None and s.anomaly is not None
         assert b.anomaly.detector == s.anomaly.detector and b.anomaly.is_anomaly == s.anomaly.is_anomaly
         assert b.anomaly.score == pytest.approx(s.anomaly.score, abs=1e-5)
+
+
+async def test_an_explicit_face_queue_limit_is_kept(make_harness: Any) -> None:
+    h = await make_harness(EngineConfig(face_queue_limit=3))
+    assert h.engine.face_queue_limit == h.engine.throttle.queue_limit == 3
+    assert h.engine.face_pool.max_pending == 2 * h.engine.group_size
