@@ -247,23 +247,38 @@ def report(runs: list[dict[str, Any]]) -> str:
 
 
 def breakdown(runs: list[dict[str, Any]]) -> str:
-    """Where each run's CPU went and which pool saturated: the pools' own thread CPU, and the rest of
-    the bot process (WebRTC receive and decode, the asyncio loop) as "decode+loop"."""
-    lines = ["N    saturated (busy share, last 5 s)        CPU share: face  audio  inference  decode+loop"]
+    """Where each run's CPU went and which pool saturated.
+
+    By stage from the bot's ``cpuByStage`` (its threads by name, the threads MediaPipe and torch
+    start under a pool thread included), inference from the pool's ``cpuS`` (its child process
+    included), "other" the rest of the bot and its children. Older bots without ``cpuByStage``:
+    the pools' own threads, and the rest as "decode+loop".
+    """
+    lines = ["N    saturated (busy share, last 5 s)        CPU share:  face  audio  inference  decode   loop  other"]
     for s in runs:
-        pools = (s.get("bot") or {}).get("pools") or {}
+        bot = s.get("bot") or {}
+        pools = bot.get("pools") or {}
         cpu = {name: float(p.get("cpuS") or 0.0) for name, p in pools.items()}
+        stages = bot.get("cpuByStage") or {}
         seconds = float(s.get("measuredS", 0.0)) + float(s["options"].get("warmupS", 0.0))
         total = float(s.get("resources", {}).get("botCpuPercent", {}).get("mean", 0.0)) / 100.0 * seconds
-        other = max(0.0, total - sum(cpu.values()))
-        denom = max(total, sum(cpu.values()), 1e-9)
+        if stages:
+            parts = {k: float(stages.get(k, 0.0)) for k in ("face", "audio", "decode", "loop")}
+            parts["inference"] = cpu.get("inference", 0.0)
+            known = sum(parts.values())
+            parts["other"] = max(0.0, total - known)
+        else:
+            parts = {k: cpu.get(k, 0.0) for k in ("face", "audio", "inference")}
+            parts["loop"] = max(0.0, total - sum(parts.values()))  # decode+loop
+            parts["decode"] = parts["other"] = float("nan")
+        denom = max(total, sum(v for v in parts.values() if v == v), 1e-9)
         busy = {name: p.get("busyFraction") for name, p in pools.items()}
         top = max(busy, key=lambda k: busy[k] or 0.0) if busy else "-"
-        lines.append(
-            f"{s['options']['participants']:<4} {top:<10} {json.dumps(busy):<29}"
-            f"{100 * cpu.get('face', 0) / denom:>10.0f}%{100 * cpu.get('audio', 0) / denom:>6.0f}%"
-            f"{100 * cpu.get('inference', 0) / denom:>10.0f}%{100 * other / denom:>12.0f}%"
+        shares = "".join(
+            f"{100 * parts[k] / denom:>{w}.0f}%"
+            for k, w in (("face", 16), ("audio", 6), ("inference", 10), ("decode", 7), ("loop", 6), ("other", 6))
         )
+        lines.append(f"{s['options']['participants']:<4} {top:<10} {json.dumps(busy):<29}{shares}")
     return "\n".join(lines)
 
 

@@ -146,6 +146,16 @@ class EngineCollector(Collector):
             )
             threads.add_metric([], float(intra_op["threads"]))
             yield threads
+        by_stage = snap.get("cpuByStage") or {}
+        if by_stage:
+            cpu = CounterMetricFamily(
+                "hoovik_stage_cpu_seconds",
+                "CPU seconds of the bot process's live threads by stage, library threads included",
+                labels=["stage"],
+            )
+            for stage, seconds in by_stage.items():
+                cpu.add_metric([stage], float(seconds))
+            yield cpu
         udp = udp_receive_backlog()
         if udp is not None:
             queued = GaugeMetricFamily(
@@ -283,6 +293,8 @@ class Telemetry:
             "vad": snap.get("vad", {}),
             # Torch threads a Wav2Vec2 forward may use now (every core while the bot is light).
             "intraOp": snap.get("intraOp"),
+            # CPU seconds by stage (loop, decode, face, audio, inference, other), library threads included.
+            "cpuByStage": snap.get("cpuByStage", {}),
             "counters": snap.get("counters", {}),
             "process": self.process_stats(),
         }

@@ -270,6 +270,7 @@ def summarise(
             "overall": final_stats.get("overall"),
             "model": final_stats.get("model"),
             "loop": final_stats.get("loop"),
+            "cpuByStage": final_stats.get("cpuByStage"),
             "udp": (final_stats.get("process") or {}).get("udp"),
             "participantsBelowTarget": final_stats.get("participantsBelowTarget"),
             "participantDrops": {p["participantId"]: p.get("drops", {}) for p in final_stats.get("participants", [])},

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bot.live.state import ParticipantState
+from bot.pipeline.cpu import cpu_by_stage
 
 if TYPE_CHECKING:
     from bot.live.engine import Engine
@@ -83,6 +84,9 @@ def engine_snapshot(engine: Engine) -> dict[str, Any]:
             "audio": engine.audio_pool.snapshot(),
             "inference": engine.inference_pool.snapshot(),
         },
+        # CPU seconds of the bot process's threads by stage, their library threads included
+        # (the predictor's child process is in pools.inference.cpuS).
+        "cpuByStage": cpu_by_stage(),
         "samplingFps": t.fps,
         "throttle": {
             "fps": round(t.fps, 3),

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from bot.pipeline.cpu import name_native_thread
+
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
@@ -269,8 +271,10 @@ class BatchWorkerPool(Generic[Req, Res]):
 
     def _run(self) -> None:
         state: Any = None
-        # Before init, so that the threads init starts (MediaPipe's, torch's) inherit the priority.
+        # Before init, so that the threads init starts (MediaPipe's, torch's) inherit the priority
+        # and the name (which is how bot.live.cpu tells whose CPU they spend).
         self.thread_nice[threading.current_thread().name] = lower_thread_priority(self.nice)
+        name_native_thread(threading.current_thread().name)
         try:
             state = self._init() if self._init else None
         except BaseException as exc:  # reported to the constructor

@@ -38,6 +38,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 
 from bot.live.engine import Engine
+from bot.pipeline.cpu import name_python_threads
 from bot.webrtc.consent import tolerate_late_consent
 from bot.webrtc.ice import candidate_from_json
 from bot.webrtc.jitter import use_low_latency_jitter_buffers
@@ -231,6 +232,9 @@ class BotParticipant:
                 tolerate_late_consent(peer.pc)
                 # Before media flows: frames reach the engine when complete, not one frame later.
                 use_low_latency_jitter_buffers(peer.pc)
+                # Before the first frame: the decoders' codec threads inherit the decoder's name, so
+                # /stats can tell decoding from the loop (bot.pipeline.cpu).
+                name_python_threads()
                 for cand in peer.pending_candidates:
                     await self._add_candidate(peer, cand)
                 peer.pending_candidates.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -157,6 +158,10 @@ async def test_endpoints_before_and_after_the_models_load(
             # Two participants: light, so a forward may use every core (bot/pipeline/intraop.py).
             assert stats["intraOp"]["boost"] == available_cores()
             assert stats["intraOp"]["threads"] == available_cores()
+            # CPU by stage: MediaPipe's threads count for the faces, the loop for itself.
+            if sys.platform.startswith("linux"):
+                assert set(stats["cpuByStage"]) == {"loop", "decode", "face", "audio", "inference", "other"}
+                assert stats["cpuByStage"]["face"] > 0 and stats["cpuByStage"]["loop"] > 0
 
             # /metrics: Prometheus text, read from the engine at scrape time.
             status, ctype, body = await get(http, port, "/metrics")
@@ -176,6 +181,9 @@ async def test_endpoints_before_and_after_the_models_load(
             }
             assert samples["hoovik_sampling_fps"][0].value > 0
             assert samples["hoovik_torch_intraop_threads"][0].value == available_cores()
+            if sys.platform.startswith("linux"):
+                stages = {x.labels["stage"]: x.value for x in samples["hoovik_stage_cpu_seconds_total"]}
+                assert stages["face"] > 0 and set(stages) == set(stats["cpuByStage"])
             assert samples["process_resident_memory_bytes"][0].value > 0
             assert any(s.labels["pool"] == "inference" for s in samples["hoovik_pool_batches_total"])
 
