@@ -567,3 +567,5 @@ async def test_an_explicit_face_queue_limit_is_kept(make_harness: Any) -> None:
     h = await make_harness(EngineConfig(face_queue_limit=3))
     assert h.engine.face_queue_limit == h.engine.throttle.queue_limit == 3
     assert h.engine.face_pool.max_pending == 2 * h.engine.group_size
+    with pytest.raises(ValueError, match="face_queue_limit must be >= 0"):
+        await make_harness(EngineConfig(face_queue_limit=-1))
