@@ -272,7 +272,7 @@ class BatchWorkerPool(Generic[Req, Res]):
     def _run(self) -> None:
         state: Any = None
         # Before init, so that the threads init starts (MediaPipe's, torch's) inherit the priority
-        # and the name (which is how bot.live.cpu tells whose CPU they spend).
+        # and the name (which is how bot.pipeline.cpu tells whose CPU they spend).
         self.thread_nice[threading.current_thread().name] = lower_thread_priority(self.nice)
         name_native_thread(threading.current_thread().name)
         try:

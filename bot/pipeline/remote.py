@@ -61,17 +61,18 @@ def _serve(
     """Child process: build the object, then answer ``(method, args)`` calls until the pipe closes."""
     obj: Any = None
     try:
-        # Before the imports, so that the threads torch and MediaPipe start inherit the priority,
-        # and the thread pools (OpenMP, BLAS) size themselves like the parent's pools.
+        # Before the factory's imports: the threads its libraries start inherit the priority, and
+        # OpenMP sizes its pool from the environment when it loads, like the parent's pools.
         _lower_own_priority(nice)
         for var in THREAD_ENV:
             os.environ[var] = str(threads)
         obj, info = factory(*args)
-        if "torch" in sys.modules:  # only where the object uses torch (a MediaPipe child does not)
+        if "torch" in sys.modules:  # the object's torch, if it has one, whatever it read at import
             sys.modules["torch"].set_num_threads(threads)
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=threads)  # BLAS and OpenMP pools loaded by then
+        # BLAS pools loaded before the environment was set (numpy's, imported with this module).
+        threadpool_limits(limits=threads)
     except Exception as exc:  # reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
