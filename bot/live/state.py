@@ -45,6 +45,8 @@ class ParticipantState:
     next_due: float = 0.0
     late_due: float | None = None
     step_running: bool = False
+    # Place among the steps its last tick started (-1: none yet): the next tick reverses the order.
+    start_order: int = -1
     profile: str | None = None
     profiles_seen: set[str] = field(default_factory=set)
     face_in_flight: int = 0

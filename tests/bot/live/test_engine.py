@@ -412,6 +412,31 @@ async def test_steps_ready_together_share_one_predictor_call(make_harness: Any) 
     assert sizes.get(8, 0) >= 3
 
 
+async def test_a_group_takes_turns_at_the_front_of_its_face_burst(make_harness: Any) -> None:
+    # The face thread takes each frame when it starts the job and a group's results leave
+    # together, so the first face of a burst is the oldest: the front must not be one member's.
+    h = await make_harness()
+    for i in range(8):
+        h.add(f"p{i}", Feed(audio=False), mic=False)
+    assert len({st.slot for st in h.engine.participants.values()}) == 1
+    submitted: list[tuple[int, str]] = []
+    submit = h.engine.face_pool.submit
+
+    def record(job: Any) -> Any:
+        submitted.append((h.ticks, job.participant_id))
+        return submit(job)
+
+    h.engine.face_pool.submit = record  # type: ignore[method-assign]
+    await h.run(4.0)
+    bursts = [[pid for t, pid in submitted if t == tick] for tick in sorted({t for t, _ in submitted})]
+    bursts = [b for b in bursts if len(b) == 8]
+    assert len(bursts) >= 10
+    positions = {f"p{i}": [b.index(f"p{i}") for b in bursts] for i in range(8)}
+    for pid, pos in positions.items():
+        assert 2.5 <= float(np.mean(pos)) <= 4.5, (pid, pos)
+    assert len({b[0] for b in bursts}) >= 2
+
+
 # -- self-throttling ---------------------------------------------------------------------------------------
 
 
