@@ -45,7 +45,7 @@ class ParticipantState:
     next_due: float = 0.0
     late_due: float | None = None
     step_running: bool = False
-    # Place among the steps its last tick started (-1: none yet): the next tick reverses the order.
+    # Place among the steps its last tick started (-1: none yet): the next tick turns the order by one.
     start_order: int = -1
     profile: str | None = None
     profiles_seen: set[str] = field(default_factory=set)
